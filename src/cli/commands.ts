@@ -1,0 +1,123 @@
+/**
+ * The CLI's commands, one function each. `start` runs until SIGINT/SIGTERM; the others open the
+ * store, do one thing, close it, and return the exit code.
+ */
+import { parseBarcode } from '../domain/barcode.ts';
+import { isPoskoError } from '../domain/errors.ts';
+import { asPostId } from '../domain/ids.ts';
+import type { Config } from '../config/config.ts';
+import { Gateway } from '../gateway.ts';
+import { LedgerFolder } from '../ingest/fold.ts';
+import { createLogger } from '../log.ts';
+import { rebuildViews } from '../store/rebuild.ts';
+import { Store } from '../store/store.ts';
+
+/** Output options. */
+export interface CliOptions { json: boolean }
+
+const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+const err = (s: string) => process.stderr.write(s.endsWith('\n') ? s : s + '\n');
+
+/** Runs the command named by `args`; resolves with the exit code (-1: keep running). */
+export async function runCommand(args: string[], config: Config, opts: CliOptions): Promise<number> {
+  const [cmd, sub, ...rest] = args;
+  switch (cmd) {
+    case 'start': return start(config);
+    case 'devices': return devices(sub, rest, config, opts);
+    case 'barcode': return barcode(sub, rest);
+    case 'rebuild': return rebuild(config, opts);
+    default:
+      err(`posko: unknown command "${cmd}"; see posko --help`);
+      return 2;
+  }
+}
+
+async function start(config: Config): Promise<number> {
+  const log = createLogger(config.logLevel);
+  const gw = new Gateway(config, { log });
+  const port = await gw.start();
+  const host = config.httpHost === '0.0.0.0' ? '127.0.0.1' : config.httpHost;
+  out(`\nposko ${config.role} ${config.postId} listening on http://${host}:${port}  (data: ${config.dataDir})`);
+  if (gw.adminTokenCreated) {
+    out(`admin token (shown once; kept in ${config.dataDir}/admin-token):\n  ${gw.adminToken}`);
+    out(`try: curl -H "Authorization: Bearer ${gw.adminToken}" http://${host}:${port}/api/v1/stock`);
+  } else if (!config.adminToken) {
+    out(`admin token: in ${config.dataDir}/admin-token`);
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal });
+    const force = setTimeout(() => { log.error('stop timed out'); process.exit(1); }, 10_000);
+    force.unref();
+    gw.stop().then(() => process.exit(0), (e: unknown) => { log.error('stop failed', { error: String(e) }); process.exit(1); });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  return -1;
+}
+
+function withStore<T>(config: Config, f: (s: Store) => T): T {
+  const store = Store.open(config.dataDir);
+  try { return f(store); } finally { store.close(); }
+}
+
+function devices(sub: string | undefined, rest: string[], config: Config, opts: CliOptions): number {
+  try {
+    return withStore(config, (store) => {
+      switch (sub) {
+        case 'add': {
+          const name = rest.join(' ');
+          if (!name) { err('usage: posko devices add <name>'); return 2; }
+          const { device, token } = store.devices.add(name);
+          if (opts.json) out(JSON.stringify({ ...device, token }));
+          else out(`device ${device.id} added. Its token (shown once, keep it on the device):\n  ${token}`);
+          return 0;
+        }
+        case 'list': {
+          const list = store.devices.list();
+          if (opts.json) out(JSON.stringify(list));
+          else if (list.length === 0) out('no devices yet: posko devices add <name>');
+          else for (const d of list) out(`${d.id.padEnd(24)} ${d.revokedAt ? 'REVOKED ' + d.revokedAt : 'active'}  ${d.name}  (added ${d.createdAt})`);
+          return 0;
+        }
+        case 'revoke': {
+          const id = rest[0];
+          if (!id) { err('usage: posko devices revoke <id>'); return 2; }
+          const d = store.devices.revoke(id);
+          if (opts.json) out(JSON.stringify(d));
+          else out(`device ${d.id} revoked at ${d.revokedAt}`);
+          return 0;
+        }
+        default:
+          err('usage: posko devices add|list|revoke');
+          return 2;
+      }
+    });
+  } catch (e) {
+    if (isPoskoError(e)) { err(`posko: ${e.code}: ${e.message}`); return e.code === 'NOT_FOUND' ? 1 : 2; }
+    throw e;
+  }
+}
+
+function barcode(sub: string | undefined, rest: string[]): number {
+  if (sub !== 'parse' || rest.length === 0) { err('usage: posko barcode parse <code>'); return 2; }
+  try {
+    out(JSON.stringify(parseBarcode(rest.join(' ')), null, 2));
+    return 0;
+  } catch (e) {
+    if (isPoskoError(e)) { out(JSON.stringify({ error: e.toJSON() }, null, 2)); return 2; }
+    throw e;
+  }
+}
+
+function rebuild(config: Config, opts: CliOptions): number {
+  return withStore(config, (store) => {
+    const folded = new LedgerFolder(store, asPostId(config.postId), store.actorId()).foldAll();
+    const r = rebuildViews(store, (done, total) => { if (!opts.json && process.stderr.isTTY) process.stderr.write(`\rdocuments ${done}/${total}`); });
+    if (opts.json) out(JSON.stringify({ folded, ...r }));
+    else out(`\nrebuilt from ${r.docs} documents: ${r.events} events, ${r.parcels} parcels (folded ${folded} pending first)`);
+    return 0;
+  });
+}

@@ -1,0 +1,59 @@
+/**
+ * Gateway configuration: defaults, overridden by `POSKO_*` environment variables, overridden by
+ * command-line flags; validated with zod. A bad value stops start-up with a message naming the
+ * setting and how to set it.
+ */
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { PoskoError } from '../domain/errors.ts';
+import { POST_ID_RE } from '../domain/ids.ts';
+
+const port = z.coerce.number().int().min(0).max(65535);
+
+/** The settings, their defaults and rules. */
+export const ConfigSchema = z.strictObject({
+  dataDir: z.string().min(1).default('./data').transform((p) => resolve(p)),
+  httpPort: port.default(8080),
+  httpHost: z.string().min(1).default('0.0.0.0'),
+  postId: z.string().regex(POST_ID_RE, 'use 1-16 of A-Z, 0-9 and -, e.g. KKR-KBG').default('DEMO'),
+  role: z.enum(['post', 'hq']).default('post'),
+  adminToken: z.string().min(16, 'at least 16 characters').optional(),
+  foldIntervalMs: z.coerce.number().int().min(100).max(3_600_000).default(3000),
+  maxBodyBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+});
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+/** Each setting's flag and environment variable, for messages and parsing. */
+export const SETTINGS: Record<keyof Config, { flag: string; env: string }> = {
+  dataDir: { flag: '--data-dir', env: 'POSKO_DATA_DIR' },
+  httpPort: { flag: '--http-port', env: 'POSKO_HTTP_PORT' },
+  httpHost: { flag: '--http-host', env: 'POSKO_HTTP_HOST' },
+  postId: { flag: '--post-id', env: 'POSKO_POST_ID' },
+  role: { flag: '--role', env: 'POSKO_ROLE' },
+  adminToken: { flag: '--admin-token', env: 'POSKO_ADMIN_TOKEN' },
+  foldIntervalMs: { flag: '--fold-interval-ms', env: 'POSKO_FOLD_INTERVAL_MS' },
+  maxBodyBytes: { flag: '--max-body-bytes', env: 'POSKO_MAX_BODY_BYTES' },
+  logLevel: { flag: '--log-level', env: 'POSKO_LOG_LEVEL' },
+};
+
+/**
+ * Builds the configuration from the environment and flags (flags win). Throws a VALIDATION
+ * PoskoError naming every bad setting with its flag and variable.
+ */
+export function loadConfig(env: Record<string, string | undefined>, flags: Partial<Record<keyof Config, string>>): Config {
+  const input: Record<string, string> = {};
+  for (const [key, s] of Object.entries(SETTINGS) as [keyof Config, { env: string }][]) {
+    const v = flags[key] ?? env[s.env];
+    if (v !== undefined && v !== '') input[key] = v;
+  }
+  const r = ConfigSchema.safeParse(input);
+  if (r.success) return r.data;
+  const lines = r.error.issues.map((i) => {
+    const key = String(i.path[0]) as keyof Config;
+    const s = SETTINGS[key];
+    return `  ${key} (${s ? `${s.flag} or ${s.env}` : key}) = ${JSON.stringify(input[key])}: ${i.message}`;
+  });
+  throw new PoskoError('VALIDATION', `invalid configuration:\n${lines.join('\n')}`);
+}

@@ -1,0 +1,137 @@
+/**
+ * Wires one gateway together and runs its lifecycle: open storage, restore the clock, build
+ * ingest, the folder and the HTTP app, listen; on stop, in reverse: stop listening, fold what is
+ * pending, close the database. Several gateways can run in one process (tests).
+ */
+import { serve, type ServerType } from '@hono/node-server';
+import { randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { Config } from './config/config.ts';
+import { decodeHlc, HybridClock } from './domain/hlc.ts';
+import { asPostId } from './domain/ids.ts';
+import { createApp } from './http/app.ts';
+import { Ingest } from './ingest/ingest.ts';
+import { LedgerFolder } from './ingest/fold.ts';
+import type { Logger } from './log.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { newToken } from './store/devices.ts';
+import { Store } from './store/store.ts';
+
+export const VERSION = '0.1.0';
+
+/** Where the generated admin token is kept. */
+export function adminTokenPath(dataDir: string): string {
+  return join(dataDir, 'admin-token');
+}
+
+/**
+ * The admin token: from config when set; else the one kept in the data directory; else a new one
+ * written there (mode 0600). `created` says whether it was made now (so it is printed once).
+ */
+export function resolveAdminToken(cfg: Pick<Config, 'adminToken' | 'dataDir'>): { token: string; created: boolean } {
+  if (cfg.adminToken) return { token: cfg.adminToken, created: false };
+  const path = adminTokenPath(cfg.dataDir);
+  if (existsSync(path)) return { token: readFileSync(path, 'utf8').trim(), created: false };
+  const token = newToken();
+  writeFileSync(path, token + '\n', { mode: 0o600, flag: 'wx' });
+  return { token, created: true };
+}
+
+/** Injected effects, for tests. */
+export interface GatewayOptions {
+  now?: () => number;
+  log: Logger;
+}
+
+/** A running (or ready to run) gateway. */
+export class Gateway {
+  readonly store: Store;
+  readonly clock: HybridClock;
+  readonly ingest: Ingest;
+  readonly folder: LedgerFolder;
+  readonly metrics: Metrics;
+  readonly app: ReturnType<typeof createApp>;
+  readonly adminToken: string;
+  readonly adminTokenCreated: boolean;
+  private server: ServerType | undefined;
+  private foldTimer: NodeJS.Timeout | undefined;
+  private readonly startedAt: number;
+
+  constructor(readonly config: Config, private readonly opts: GatewayOptions) {
+    const now = opts.now ?? Date.now;
+    this.startedAt = now();
+    this.store = Store.open(config.dataDir);
+    const admin = resolveAdminToken(config);
+    this.adminToken = admin.token;
+    this.adminTokenCreated = admin.created;
+    const post = asPostId(config.postId);
+    const floor = this.store.views.maxHlc();
+    this.clock = new HybridClock(now, (floor && decodeHlc(floor)) || undefined);
+    this.folder = new LedgerFolder(this.store, post, this.store.actorId());
+    this.metrics = createMetrics({
+      pendingFold: () => this.folder.pending(),
+      events: () => this.store.queries.counts().events,
+      parcels: () => this.store.queries.counts().parcels,
+    });
+    this.ingest = new Ingest({ store: this.store, clock: this.clock, post, newId: randomUUID });
+    this.app = createApp({
+      store: this.store, ingest: this.ingest, metrics: this.metrics, log: opts.log, post: config.postId,
+      role: config.role, version: VERSION, adminToken: this.adminToken, maxBodyBytes: config.maxBodyBytes,
+      referenceYear: () => new Date(this.clock.peek().wall).getUTCFullYear(),
+      health: () => ({ pendingFold: this.folder.pending(), uptimeS: Math.round((now() - this.startedAt) / 1000) }),
+    });
+  }
+
+  /** Starts folding and listening. Resolves with the bound port once the server listens. */
+  async start(): Promise<number> {
+    this.scheduleFold();
+    const port = await new Promise<number>((resolve, reject) => {
+      const server = serve({ fetch: this.app.fetch, port: this.config.httpPort, hostname: this.config.httpHost }, (info: AddressInfo) => resolve(info.port));
+      server.once('error', reject);
+      this.server = server;
+    });
+    this.opts.log.info('gateway started', { post: this.config.postId, role: this.config.role, port, dataDir: this.config.dataDir });
+    return port;
+  }
+
+  /** Folds pending events now; a failure is logged and retried on the next tick. */
+  foldNow(): number {
+    try {
+      const n = this.folder.foldAll();
+      if (n > 0) this.metrics.folded.inc(n);
+      return n;
+    } catch (e) {
+      this.metrics.foldErrors.inc();
+      this.opts.log.warn('fold failed; will retry', { error: (e as Error).message });
+      return 0;
+    }
+  }
+
+  private scheduleFold(): void {
+    this.foldTimer = setTimeout(() => {
+      this.foldNow();
+      this.scheduleFold();
+    }, this.config.foldIntervalMs);
+    this.foldTimer.unref();
+  }
+
+  /** Stops in reverse order: no new requests, fold what is pending, close the database. */
+  async stop(): Promise<void> {
+    if (this.foldTimer) clearTimeout(this.foldTimer);
+    this.foldTimer = undefined;
+    const server = this.server;
+    this.server = undefined;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+      });
+    }
+    this.foldNow();
+    this.folder.forget();
+    this.store.close();
+    this.opts.log.info('gateway stopped', { post: this.config.postId });
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * The `posko` command line: reads config, then starts the gateway or runs one admin command.
+ * Every command takes `--data-dir` and works beside a running gateway on the same directory.
+ */
+import { parseArgs } from 'node:util';
+import { loadConfig, SETTINGS, type Config } from './config/config.ts';
+import { isPoskoError } from './domain/errors.ts';
+import { runCommand } from './cli/commands.ts';
+
+const HELP = `posko: sync gateway for disaster-logistics command posts
+
+Usage:
+  posko start [options]              start the gateway (HTTP API, ledger folding)
+  posko devices add <name> [--json]  register a scanner or phone; prints its token once
+  posko devices list [--json]        list devices
+  posko devices revoke <id>          revoke a device's token
+  posko barcode parse <code>         parse a scanned code, print JSON (exit 2 when invalid)
+  posko rebuild                      fold pending events, rebuild the views from the documents
+
+Options (each also as an environment variable):
+${(Object.keys(SETTINGS) as (keyof Config)[]).map((k) => `  ${SETTINGS[k].flag.padEnd(22)} ${SETTINGS[k].env}`).join('\n')}
+  --json                 machine-readable output
+  -h, --help             this help
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const options = Object.fromEntries(
+    (Object.keys(SETTINGS) as (keyof Config)[]).map((k) => [SETTINGS[k].flag.slice(2), { type: 'string' as const }]),
+  );
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: { ...options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help || positionals.length === 0) {
+    process.stdout.write(HELP);
+    return positionals.length === 0 && !values.help ? 2 : 0;
+  }
+  const flags: Partial<Record<keyof Config, string>> = {};
+  for (const k of Object.keys(SETTINGS) as (keyof Config)[]) {
+    const v = (values as Record<string, unknown>)[SETTINGS[k].flag.slice(2)];
+    if (typeof v === 'string') flags[k] = v;
+  }
+  let config: Config;
+  try {
+    config = loadConfig(process.env, flags);
+  } catch (e) {
+    process.stderr.write(`posko: ${(e as Error).message}\n`);
+    return 2;
+  }
+  return runCommand(positionals, config, { json: values.json === true });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { if (code !== -1) process.exitCode = code; },
+  (e: unknown) => {
+    process.stderr.write(`posko: ${isPoskoError(e) ? `${e.code}: ${e.message}` : (e as Error).stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,42 @@
+/**
+ * Opens the gateway's SQLite database: WAL (readers never block the writer, and the CLI can work
+ * beside a running gateway), synchronous=FULL (a committed scan survives power loss, not only
+ * kill -9), a busy timeout for the CLI's concurrent writes, then the migrations.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { PoskoError } from '../domain/errors.ts';
+import { migrate } from './migrations.ts';
+
+/** The database file inside a data directory. */
+export function dbPath(dataDir: string): string {
+  return join(dataDir, 'posko.db');
+}
+
+/** Opens (creating if needed) and migrates the database in `dataDir`. */
+export function openDb(dataDir: string): Database.Database {
+  mkdirSync(dataDir, { recursive: true });
+  let db: Database.Database;
+  try {
+    db = new Database(dbPath(dataDir));
+  } catch (e) {
+    throw new PoskoError('STORAGE_UNAVAILABLE', `cannot open the database in ${dataDir}: ${(e as Error).message}`);
+  }
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('busy_timeout = 5000');
+  db.pragma('foreign_keys = ON');
+  migrate(db);
+  return db;
+}
+
+/** Maps SQLite's storage failures to posko errors; anything else is rethrown as is. */
+export function storageError(e: unknown): unknown {
+  const code = (e as { code?: string } | null)?.code;
+  if (code === 'SQLITE_FULL') return new PoskoError('STORAGE_FULL', 'the disk is full: nothing was recorded; free space and retry');
+  if (code === 'SQLITE_IOERR' || code?.startsWith('SQLITE_IOERR') || code === 'SQLITE_READONLY' || code === 'SQLITE_BUSY' || code === 'SQLITE_CANTOPEN') {
+    return new PoskoError('STORAGE_UNAVAILABLE', `storage is unavailable (${code}): nothing was recorded; retry`);
+  }
+  return e;
+}

@@ -1,0 +1,129 @@
+/**
+ * Numbered schema migrations. Append only: a released migration is never edited; a change to the
+ * schema is a new entry. `migrate()` applies what is missing, each in its own transaction, and
+ * records the version in SQLite's `user_version`.
+ */
+import type Database from 'better-sqlite3';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'events, parcels, stock, documents, devices',
+    sql: `
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+
+      CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT,
+        last_seen_at TEXT
+      );
+
+      -- The event journal and the events view: every event this gateway knows, local or merged.
+      -- seq is the local, stable cursor order for pagination; hlc is the causal order.
+      CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        post TEXT NOT NULL,
+        device TEXT,
+        operator TEXT,
+        code TEXT NOT NULL,
+        parsed TEXT,
+        parcel TEXT NOT NULL,
+        item TEXT,
+        qty REAL,
+        unit TEXT,
+        org TEXT,
+        dest TEXT,
+        batch TEXT,
+        expiry TEXT,
+        device_at TEXT,
+        hlc TEXT NOT NULL,
+        voids TEXT,
+        reason TEXT
+      );
+      CREATE INDEX events_parcel ON events (parcel);
+      CREATE INDEX events_hlc ON events (hlc);
+      CREATE INDEX events_post_seq ON events (post, seq);
+
+      -- Current state of every parcel, derived from its events.
+      CREATE TABLE parcels (
+        id TEXT PRIMARY KEY,
+        unit INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        item TEXT,
+        org TEXT,
+        uom TEXT,
+        batch TEXT,
+        expiry TEXT,
+        location TEXT,
+        dest TEXT,
+        holdings TEXT NOT NULL,
+        in_transit REAL NOT NULL,
+        distributed REAL NOT NULL,
+        written_off REAL NOT NULL,
+        last_event TEXT NOT NULL,
+        last_kind TEXT NOT NULL,
+        last_hlc TEXT NOT NULL,
+        first_hlc TEXT NOT NULL,
+        events INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX parcels_status ON parcels (status);
+      CREATE INDEX parcels_location ON parcels (location);
+      CREATE INDEX parcels_last_hlc ON parcels (last_hlc);
+
+      -- Stock per post, item and organisation: the sum of parcels' contributions.
+      CREATE TABLE stock (
+        post TEXT NOT NULL,
+        item TEXT NOT NULL,
+        org TEXT NOT NULL,
+        on_hand REAL NOT NULL,
+        incoming REAL NOT NULL,
+        parcels INTEGER NOT NULL,
+        PRIMARY KEY (post, item, org)
+      ) WITHOUT ROWID;
+
+      -- Automerge documents: a snapshot (save()) plus incremental chunks appended after it.
+      CREATE TABLE docs (
+        id TEXT PRIMARY KEY,
+        snapshot BLOB,
+        snapshot_bytes INTEGER NOT NULL DEFAULT 0,
+        chunk_bytes INTEGER NOT NULL DEFAULT 0,
+        chunks INTEGER NOT NULL DEFAULT 0,
+        heads TEXT NOT NULL DEFAULT '[]',
+        events INTEGER NOT NULL DEFAULT 0
+      ) WITHOUT ROWID;
+      CREATE TABLE doc_chunks (
+        doc_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (doc_id, n)
+      ) WITHOUT ROWID;
+    `,
+  },
+];
+
+/** Applies every migration newer than the database's `user_version`. Returns the versions applied. */
+export function migrate(db: Database.Database, migrations: readonly Migration[] = MIGRATIONS): number[] {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  const applied: number[] = [];
+  for (const m of migrations) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.pragma(`user_version = ${m.version}`);
+    })();
+    applied.push(m.version);
+  }
+  return applied;
+}

@@ -1,0 +1,38 @@
+/**
+ * Rebuilds the views (events, parcels, stock) from the Automerge documents alone, in one
+ * transaction: what the documents hold is the truth, the views are derived. Run it after the
+ * journal has been folded, or events not yet in a document would be lost.
+ */
+import * as A from '@automerge/automerge';
+import { compareEvents } from '../domain/parcel-state.ts';
+import type { ParcelId } from '../domain/ids.ts';
+import { ledgerEvents, type LedgerDoc } from '../sync/ledger.ts';
+import type { Store } from './store.ts';
+
+/** Replaces the views with what the ledger documents hold. Returns counts. Durable on return. */
+export function rebuildViews(store: Store, onProgress?: (done: number, total: number) => void): { docs: number; events: number; parcels: number } {
+  const docs = store.docs.list('ledger/');
+  return store.db.transaction(() => {
+    store.views.clear();
+    const events = [];
+    let done = 0;
+    for (const info of docs) {
+      const doc = store.docs.load<LedgerDoc>(info.id);
+      if (doc) {
+        events.push(...ledgerEvents(doc));
+        A.free(doc);
+      }
+      onProgress?.(++done, docs.length);
+    }
+    events.sort(compareEvents);
+    const parcels = new Set<ParcelId>();
+    for (const e of events) {
+      store.views.insertEvent(e);
+      parcels.add(e.parcel);
+    }
+    store.views.refreshParcels(parcels);
+    const maxSeq = (store.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM events').get() as { s: number }).s;
+    store.meta.set('fold.seq', String(maxSeq));
+    return { docs: docs.length, events: events.length, parcels: parcels.size };
+  }).immediate();
+}
