@@ -32,6 +32,7 @@ import {
   parseBracketed,
   parseDigitalLink,
   parseElementString,
+  resolveReferenceYear,
   type Gs1Data,
   type Gs1Options,
 } from './gs1.ts';
@@ -123,6 +124,7 @@ export function parseBarcode(code: string, opts?: ParseBarcodeOptions): ParsedCo
   if (typeof code !== 'string') {
     throw new PoskoError('VALIDATION', 'code must be a string', { code });
   }
+  resolveReferenceYear(opts); // reject a bad option here, not silently in the bare-digit fallback
   const raw = code;
   let text = code.replace(/^\s+/, '').replace(/[\s\x1d]+$/, '');
   if (text === '') throw new PoskoError('VALIDATION', 'code is empty');

@@ -291,7 +291,11 @@ function daysInMonth(year: number, month: number): number {
   return [4, 6, 9, 11].includes(month) ? 30 : 31;
 }
 
-function resolveReferenceYear(opts: Gs1Options | undefined): number {
+/**
+ * The reference year to use for `opts`: `opts.referenceYear` when given (must be an integer
+ * 100..9999, else PoskoError VALIDATION), otherwise DEFAULT_REFERENCE_YEAR.
+ */
+export function resolveReferenceYear(opts: Gs1Options | undefined): number {
   const y = opts?.referenceYear;
   if (y === undefined) return DEFAULT_REFERENCE_YEAR;
   if (!Number.isInteger(y) || y < 100 || y > 9999) {
@@ -571,12 +575,13 @@ export function checkAiAssociations(ais: Iterable<string>): Gs1Warning[] {
     for (const pattern of def.exclusions) {
       for (const other of present) {
         if (other === ai || !patternMatches(pattern, other)) continue;
-        const key = [ai, other].sort().join('|');
+        const [first, second] = [ai, other].sort();
+        const key = `${first}|${second}`;
         if (seenPairs.has(key)) continue;
         seenPairs.add(key);
         warnings.push({
           code: 'GS1_EXCLUSION',
-          message: `AIs (${ai}) and (${other}) must not be used together`,
+          message: `AIs (${first}) and (${second}) must not be used together`,
         });
       }
     }

@@ -1,0 +1,702 @@
+/**
+ * Ingest benchmark: how many scans per second the gateway commits, and how fast it answers at a
+ * steady field rate.
+ *
+ * What it does
+ *   - Starts a real gateway as a child process (`node --import tsx src/main.ts start`, the same as
+ *     `npx tsx src/main.ts start` without the npx/tsx wrapper processes) on a fresh temp data dir,
+ *     `--http-port 0` (the port is read from the "listening on http://...:PORT" line), a random
+ *     admin token and `--log-level warn`; waits for GET /healthz. The load generator runs in this
+ *     process, so every number includes real HTTP over loopback, JSON, auth, validation, the
+ *     gateway's single JS thread and the SQLite commit (synchronous=FULL: a scan is answered only
+ *     after it is durable). On a 2-core machine both processes share the same two cores.
+ *   - Scans are realistic and deterministic (seeded PRNG): GS1 SSCCs with a correct mod-10 check
+ *     digit sent as `]C100<sscc>` with item/org on receive, followed later by a dispatch (to KKR-KBG)
+ *     or distribute of the same parcel; ~10% EAN-13 bulk codes (one GTIN per item) with a qty.
+ *     Each scan has a unique `id`, so every one must create exactly one event.
+ *   - Phases (all bodies are serialised before the clock starts):
+ *       warmup  a few single scans and batches (JIT, connections); not reported.
+ *       a  batch   POST /api/v1/scans with {scans:[100]}, N concurrent requests (closed loop).
+ *       b  single  one scan per request, 16 concurrent keep-alive connections (closed loop).
+ *       c  open    one scan per request at a steady 200 scans/s on a fixed timetable (open loop:
+ *                  a send never waits for an earlier answer); latency = answer time minus the
+ *                  *scheduled* send time, so a stalled gateway (or a late sender) is charged in
+ *                  full (no coordinated omission).
+ *     Before each phase the bench waits until the gateway's background fold (Automerge ledger,
+ *     every 3 s on the gateway's thread) has caught up (healthz pendingFold = 0), so every phase
+ *     starts from the same state; folds that fall inside a phase are part of what it measures.
+ *   - Every response is checked (201 for a single scan, 200 with created = 100 for a batch); after
+ *     each phase the new events are paged from GET /api/v1/events and their idempotency keys are
+ *     compared one-for-one with the ids sent (proves each scan was committed exactly once).
+ *   - Gateway-side facts come from its /metrics (process CPU seconds, server-side request time,
+ *     events folded) sampled around each phase; bench-side CPU from process.cpuUsage().
+ *
+ * Output: a table on stdout, the targets with PASS/FAIL (batch >= 2,000 scans/s; p99 <= 25 ms at
+ * 200 scans/s), and all numbers as JSON in bench/results/ingest.json (ingest.quick.json with
+ * --quick, so a smoke run never overwrites a real measurement).
+ *
+ * Usage: npm run bench [-- --quick] [-- --keep-data]
+ *   --quick      small counts (about 15 s end to end), for a smoke run
+ *   --keep-data  keep the temp data directory (its path is printed)
+ * Exit: 0 when it ran (even if a target is missed: this is a measurement, not a test);
+ *       1 when the gateway failed to start or any request failed or any scan is missing.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const { values: flags } = parseArgs({
+  args: process.argv.slice(2),
+  options: { quick: { type: 'boolean' }, 'keep-data': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+});
+if (flags.help) {
+  process.stdout.write('usage: tsx bench/ingest.ts [--quick] [--keep-data]\n');
+  process.exit(0);
+}
+const QUICK = flags.quick === true;
+
+const CFG = {
+  batchScans: QUICK ? 2_000 : 20_000,
+  batchSize: 100,
+  batchConcurrency: 4,
+  singleScans: QUICK ? 500 : 5_000,
+  singleConcurrency: 16,
+  openRate: 200, // scans per second
+  openScans: QUICK ? 600 : 3_000, // 3 s / 15 s at 200/s
+  openMaxSockets: 64,
+  warmupSingles: 200,
+  warmupBatches: 5,
+};
+const TARGETS = { batchScansPerS: 2_000, openP99Ms: 25 };
+const REQUEST_TIMEOUT_MS = 30_000;
+const START_TIMEOUT_MS = 30_000;
+const FOLD_DRAIN_TIMEOUT_MS = 60_000;
+
+// ---------------------------------------------------------------------------------------------
+// Scan generation: GS1 check digits, SSCCs, EAN-13s, a deterministic parcel lifecycle
+
+/** GS1 mod-10 check digit of `body` (digits without the check digit): weights 3,1,3,1… from the right. */
+export function gs1CheckDigit(body: string): number {
+  if (!/^[0-9]+$/.test(body)) throw new RangeError(`not a digit string: ${body}`);
+  let sum = 0;
+  for (let i = body.length - 1, w = 3; i >= 0; i--, w = 4 - w) sum += (body.charCodeAt(i) - 48) * w;
+  return (10 - (sum % 10)) % 10;
+}
+// Self-check against published GS1 examples before measuring anything.
+if (gs1CheckDigit('00614141123456789') !== 0 || gs1CheckDigit('400638133393') !== 1) {
+  throw new Error('gs1CheckDigit self-check failed');
+}
+
+/** Seeded PRNG (mulberry32): the same scan stream on every run. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Scan {
+  code: string;
+  action: 'receive' | 'dispatch' | 'distribute';
+  id: string;
+  qty?: number;
+  item?: string;
+  to?: string;
+  org?: string;
+}
+
+const ITEMS = ['BERAS', 'MIE', 'AIRGELAS', 'HYGKIT', 'FAMKIT'] as const;
+const ORGS = ['BPBD', 'Dinsos', 'PMI', 'BNPB'] as const;
+const DEST = 'KKR-KBG';
+const COMPANY_PREFIX = '8990001'; // 899 = GS1 Indonesia; 7-digit company prefix
+/** One EAN-13 bulk line per item (GTIN-13 with a correct check digit). */
+const EAN13: Record<string, string> = Object.fromEntries(
+  ITEMS.map((item, i) => {
+    const body = `${COMPANY_PREFIX}${String(10_001 + i).padStart(5, '0')}`;
+    return [item, body + gs1CheckDigit(body)];
+  }),
+);
+
+/** Makes scans that follow parcels through receive → dispatch | distribute, with some bulk lines. */
+class ScanStream {
+  private readonly rnd = prng(0x505c0);
+  private serial = 0;
+  private seq = 0;
+  /** Received unit parcels not yet moved on: [code, item]. */
+  private readonly inStore: [string, string][] = [];
+  constructor(private readonly runId: string) {}
+
+  private pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.rnd() * xs.length)]!;
+  }
+
+  private sscc(): string {
+    const ext = String(this.serial % 10);
+    const body = `${ext}${COMPANY_PREFIX}${String(Math.floor(this.serial / 10)).padStart(9, '0')}`;
+    this.serial++;
+    return body + gs1CheckDigit(body);
+  }
+
+  next(): Scan {
+    const id = `bench-${this.runId}-${++this.seq}`;
+    const r = this.rnd();
+    if (r < 0.1) {
+      const item = this.pick(ITEMS);
+      const action = this.rnd() < 0.6 ? 'receive' : 'distribute';
+      return { code: EAN13[item]!, action, id, item, qty: 5 + Math.floor(this.rnd() * 46), ...(action === 'receive' ? { org: this.pick(ORGS) } : {}) };
+    }
+    if (this.inStore.length < 50 || r < 0.55) {
+      const item = this.pick(ITEMS);
+      const code = `]C100${this.sscc()}`;
+      this.inStore.push([code, item]);
+      return { code, action: 'receive', id, item, org: this.pick(ORGS), qty: 1 + Math.floor(this.rnd() * 20) };
+    }
+    const k = Math.floor(this.rnd() * this.inStore.length);
+    const [code] = this.inStore[k]!;
+    this.inStore[k] = this.inStore[this.inStore.length - 1]!;
+    this.inStore.pop();
+    return this.rnd() < 0.6 ? { code, action: 'dispatch', id, to: DEST } : { code, action: 'distribute', id };
+  }
+
+  take(n: number): Scan[] {
+    return Array.from({ length: n }, () => this.next());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+interface Reply { status: number; text: string }
+
+class Client {
+  constructor(readonly port: number, readonly token: string) {}
+
+  agent(maxSockets: number): http.Agent {
+    return new http.Agent({ keepAlive: true, maxSockets });
+  }
+
+  request(agent: http.Agent | false, method: string, path: string, body?: Buffer, auth = true): Promise<Reply> {
+    return new Promise((resolvePromise, reject) => {
+      const headers: Record<string, string | number> = {};
+      if (auth) headers['authorization'] = `Bearer ${this.token}`;
+      if (body) { headers['content-type'] = 'application/json'; headers['content-length'] = body.length; }
+      const req = http.request({ host: '127.0.0.1', port: this.port, method, path, agent, headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      });
+      req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`timeout after ${REQUEST_TIMEOUT_MS} ms`)));
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  async getJson<T>(path: string, auth = true): Promise<T> {
+    const r = await this.request(false, 'GET', path, undefined, auth);
+    if (r.status !== 200) throw new Error(`GET ${path}: HTTP ${r.status} ${r.text.slice(0, 300)}`);
+    return JSON.parse(r.text) as T;
+  }
+
+  async metrics(): Promise<Map<string, number>> {
+    const r = await this.request(false, 'GET', '/metrics', undefined, false);
+    if (r.status !== 200) throw new Error(`GET /metrics: HTTP ${r.status}`);
+    const m = new Map<string, number>();
+    for (const line of r.text.split('\n')) {
+      if (!line || line.startsWith('#')) continue;
+      const sp = line.lastIndexOf(' ');
+      m.set(line.slice(0, sp), Number(line.slice(sp + 1)));
+    }
+    return m;
+  }
+}
+
+/** Errors seen, by kind, with the first few messages kept for the report. */
+class Errors {
+  count = 0;
+  readonly samples: string[] = [];
+  add(msg: string): void {
+    this.count++;
+    if (this.samples.length < 5) this.samples.push(msg);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway process
+
+interface Gateway { child: ChildProcess; port: number; dataDir: string; token: string; stderr: () => string }
+
+async function startGateway(dataDir: string, token: string): Promise<Gateway> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/main.ts', 'start', '--data-dir', dataDir, '--http-port', '0', '--http-host', '127.0.0.1', '--admin-token', token, '--log-level', 'warn'],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } },
+  );
+  let out = '';
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => { err += s; if (err.length > 100_000) err = err.slice(-50_000); });
+  const port = await new Promise<number>((resolvePort, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "listening on" line within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      if (out.length < 100_000) out += s;
+      const m = /listening on http:\/\/[^\s:]+:(\d+)/.exec(out);
+      if (m) { clearTimeout(timer); resolvePort(Number(m[1])); }
+    });
+    child.once('error', (e) => { clearTimeout(timer); reject(e); });
+    child.once('exit', (code, sig) => { clearTimeout(timer); reject(new Error(`gateway exited during start-up (code ${code}, signal ${sig})`)); });
+  }).catch((e: unknown) => {
+    child.kill('SIGKILL');
+    throw new Error(`${(e as Error).message}\n--- gateway stdout ---\n${out}\n--- gateway stderr ---\n${err}`);
+  });
+  return { child, port, dataDir, token, stderr: () => err };
+}
+
+async function waitHealthy(client: Client, timeoutMs: number): Promise<Record<string, unknown>> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < until) {
+    try {
+      const h = await client.getJson<Record<string, unknown>>('/healthz', false);
+      if (h['status'] === 'ok') return h;
+      last = h;
+    } catch (e) { last = e; }
+    await sleep(100);
+  }
+  throw new Error(`GET /healthz not ok within ${timeoutMs} ms: ${String(last)}`);
+}
+
+/** SIGTERM, wait for exit (the gateway folds what is pending first); SIGKILL after 20 s. */
+async function stopGateway(gw: Gateway): Promise<{ exitCode: number | null; signal: string | null; ms: number }> {
+  const t0 = performance.now();
+  const { child } = gw;
+  if (child.exitCode !== null || child.signalCode !== null) return { exitCode: child.exitCode, signal: child.signalCode, ms: 0 };
+  const exited = new Promise<{ exitCode: number | null; signal: string | null }>((r) => child.once('exit', (exitCode, signal) => r({ exitCode, signal })));
+  child.kill('SIGTERM');
+  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  const res = await exited;
+  clearTimeout(killer);
+  return { ...res, ms: performance.now() - t0 };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement helpers
+
+interface Percentiles { p50: number; p90: number; p99: number; max: number; mean: number }
+
+function percentiles(samples: number[]): Percentiles {
+  if (samples.length === 0) return { p50: NaN, p90: NaN, p99: NaN, max: NaN, mean: NaN };
+  const s = Float64Array.from(samples).sort();
+  const at = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: s[s.length - 1]!, mean: samples.reduce((a, b) => a + b, 0) / samples.length };
+}
+
+interface PhaseResult {
+  name: string;
+  label: string;
+  scans: number;
+  requests: number;
+  concurrency: number | null;
+  targetRate: number | null;
+  seconds: number;
+  scansPerS: number;
+  /** Request latency in ms (phase c: from the scheduled send time). */
+  latencyMs: Percentiles;
+  errors: number;
+  errorSamples: string[];
+  duplicates: number;
+  committedVerified: boolean;
+  /** Phase c: how late sends left compared to the timetable (bench-side), ms. */
+  sendLagMs?: Percentiles;
+  gateway: { cpuSeconds: number; cpuPercentOfOneCore: number; serverMeanMs: number | null; foldedEvents: number; rssMB: number | null };
+  bench: { cpuSeconds: number; cpuPercentOfOneCore: number };
+  foldDrainBeforeS: number;
+}
+
+const metricSum = (m: Map<string, number>, pred: (k: string) => boolean) => {
+  let s = 0;
+  for (const [k, v] of m) if (pred(k)) s += v;
+  return s;
+};
+const M = {
+  cpu: (m: Map<string, number>) => m.get('posko_process_cpu_seconds_total') ?? NaN,
+  folded: (m: Map<string, number>) => m.get('posko_folded_events_total') ?? 0,
+  rssMB: (m: Map<string, number>) => { const v = m.get('posko_process_resident_memory_bytes'); return v === undefined ? null : v / 2 ** 20; },
+  scanSum: (m: Map<string, number>) => metricSum(m, (k) => k.startsWith('posko_http_request_duration_seconds_sum') && k.includes('scans')),
+  scanCount: (m: Map<string, number>) => metricSum(m, (k) => k.startsWith('posko_http_request_duration_seconds_count') && k.includes('scans')),
+};
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark
+
+interface Ctx {
+  client: Client;
+  stream: ScanStream;
+  post: string;
+  /** Journal cursor: events after it were not yet verified. */
+  cursor: string;
+  totalSent: number;
+}
+
+/** Pages the events written since the last check and compares their keys with the ids sent. */
+async function verifyCommitted(ctx: Ctx, sent: Scan[]): Promise<{ ok: boolean; problem?: string }> {
+  const expected = new Set(sent.map((s) => `${ctx.post}/api/${s.id}`));
+  let seen = 0;
+  let stray = 0;
+  for (;;) {
+    const page = await ctx.client.getJson<{ events: { key: string }[]; next: string | null }>(`/api/v1/events?after=${ctx.cursor}&limit=1000`);
+    for (const e of page.events) {
+      seen++;
+      if (!expected.delete(e.key)) stray++;
+    }
+    if (page.next) ctx.cursor = page.next;
+    if (page.events.length < 1000) break;
+  }
+  if (expected.size === 0 && stray === 0 && seen === sent.length) return { ok: true };
+  return { ok: false, problem: `sent ${sent.length}, new events ${seen}, missing ${expected.size}, unexpected ${stray}` };
+}
+
+/** Waits until the gateway's background fold has nothing pending; returns the seconds waited. */
+async function drainFold(client: Client): Promise<number> {
+  const t0 = performance.now();
+  for (;;) {
+    const h = await client.getJson<{ pendingFold?: number }>('/healthz', false);
+    if (!h.pendingFold) return (performance.now() - t0) / 1000;
+    if (performance.now() - t0 > FOLD_DRAIN_TIMEOUT_MS) throw new Error(`fold still has ${h.pendingFold} pending after ${FOLD_DRAIN_TIMEOUT_MS} ms`);
+    await sleep(100);
+  }
+}
+
+/** Checks one reply; returns the number of scans it created (or counts an error). */
+function checkReply(r: Reply, scans: number, errors: Errors, dup: { n: number }): number {
+  if (scans === 1) {
+    if (r.status === 201) return 1;
+    if (r.status === 200) { dup.n++; return 0; }
+    errors.add(`HTTP ${r.status}: ${r.text.slice(0, 300)}`);
+    return 0;
+  }
+  if (r.status !== 200) { errors.add(`HTTP ${r.status}: ${r.text.slice(0, 300)}`); return 0; }
+  const b = JSON.parse(r.text) as { created: number; duplicates: number; rejected: number; results: { status: string; error?: unknown }[] };
+  if (b.rejected > 0 || b.created + b.duplicates !== scans) {
+    const bad = b.results.find((x) => x.status === 'rejected');
+    errors.add(`batch: created ${b.created}, duplicates ${b.duplicates}, rejected ${b.rejected} ${bad ? JSON.stringify(bad.error).slice(0, 300) : ''}`);
+  }
+  dup.n += b.duplicates;
+  return b.created;
+}
+
+interface Load { bodies: Buffer[]; scansPer: number[] }
+
+function singles(scans: Scan[]): Load {
+  return { bodies: scans.map((s) => Buffer.from(JSON.stringify(s))), scansPer: scans.map(() => 1) };
+}
+function batches(scans: Scan[], size: number): Load {
+  const bodies: Buffer[] = [];
+  const scansPer: number[] = [];
+  for (let i = 0; i < scans.length; i += size) {
+    const chunk = scans.slice(i, i + size);
+    bodies.push(Buffer.from(JSON.stringify({ scans: chunk })));
+    scansPer.push(chunk.length);
+  }
+  return { bodies, scansPer };
+}
+
+/** Closed loop: `concurrency` workers each send the next body as soon as their previous answer came. */
+async function closedLoop(ctx: Ctx, load: Load, concurrency: number, errors: Errors, dup: { n: number }): Promise<{ seconds: number; lat: number[] }> {
+  const agent = ctx.client.agent(concurrency);
+  const lat: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    for (let i = next++; i < load.bodies.length; i = next++) {
+      const s = performance.now();
+      try {
+        const r = await ctx.client.request(agent, 'POST', '/api/v1/scans', load.bodies[i]!);
+        lat.push(performance.now() - s);
+        checkReply(r, load.scansPer[i]!, errors, dup);
+      } catch (e) {
+        errors.add(`request failed: ${(e as Error).message}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const seconds = (performance.now() - t0) / 1000;
+  agent.destroy();
+  return { seconds, lat };
+}
+
+/** Open loop: send body i at t0 + i/rate whatever happened to earlier ones. */
+async function openLoop(ctx: Ctx, load: Load, rate: number, errors: Errors, dup: { n: number }): Promise<{ seconds: number; lat: number[]; lag: number[] }> {
+  const agent = ctx.client.agent(CFG.openMaxSockets);
+  const n = load.bodies.length;
+  const intervalMs = 1000 / rate;
+  const lat: number[] = new Array<number>(n);
+  const lag: number[] = new Array<number>(n);
+  const inflight: Promise<void>[] = [];
+  const t0 = performance.now() + 20;
+  let i = 0;
+  await new Promise<void>((done) => {
+    const tick = () => {
+      const now = performance.now();
+      while (i < n && t0 + i * intervalMs <= now) {
+        const k = i++;
+        const scheduled = t0 + k * intervalMs;
+        lag[k] = performance.now() - scheduled;
+        inflight.push(
+          ctx.client.request(agent, 'POST', '/api/v1/scans', load.bodies[k]!).then(
+            (r) => { lat[k] = performance.now() - scheduled; checkReply(r, 1, errors, dup); },
+            (e: unknown) => { lat[k] = performance.now() - scheduled; errors.add(`request failed: ${(e as Error).message}`); },
+          ),
+        );
+      }
+      if (i >= n) { done(); return; }
+      setTimeout(tick, Math.max(0, t0 + i * intervalMs - performance.now()));
+    };
+    setTimeout(tick, Math.max(0, t0 - performance.now()));
+  });
+  await Promise.all(inflight);
+  const seconds = (performance.now() - t0) / 1000;
+  agent.destroy();
+  return { seconds, lat, lag };
+}
+
+async function runPhase(
+  ctx: Ctx,
+  spec: { name: string; label: string; scans: number; mode: 'batch' | 'single' | 'open'; concurrency?: number; rate?: number },
+): Promise<PhaseResult> {
+  const scans = ctx.stream.take(spec.scans);
+  const load = spec.mode === 'batch' ? batches(scans, CFG.batchSize) : singles(scans);
+  const drain = await drainFold(ctx.client);
+  const errors = new Errors();
+  const dup = { n: 0 };
+  const m0 = await ctx.client.metrics();
+  const c0 = process.cpuUsage();
+  let seconds: number;
+  let lat: number[];
+  let lag: number[] | undefined;
+  if (spec.mode === 'open') ({ seconds, lat, lag } = await openLoop(ctx, load, spec.rate!, errors, dup));
+  else ({ seconds, lat } = await closedLoop(ctx, load, spec.concurrency!, errors, dup));
+  const c1 = process.cpuUsage(c0);
+  const m1 = await ctx.client.metrics();
+  ctx.totalSent += scans.length;
+  const verified = await verifyCommitted(ctx, scans);
+  if (!verified.ok) errors.add(`commit check: ${verified.problem}`);
+  const gwCpu = M.cpu(m1) - M.cpu(m0);
+  const reqs = M.scanCount(m1) - M.scanCount(m0);
+  const benchCpu = (c1.user + c1.system) / 1e6;
+  return {
+    name: spec.name,
+    label: spec.label,
+    scans: scans.length,
+    requests: load.bodies.length,
+    concurrency: spec.concurrency ?? null,
+    targetRate: spec.rate ?? null,
+    seconds,
+    scansPerS: scans.length / seconds,
+    latencyMs: percentiles(lat.filter((x) => x !== undefined)),
+    errors: errors.count,
+    errorSamples: errors.samples,
+    duplicates: dup.n,
+    committedVerified: verified.ok,
+    ...(lag ? { sendLagMs: percentiles(lag) } : {}),
+    gateway: {
+      cpuSeconds: gwCpu,
+      cpuPercentOfOneCore: (100 * gwCpu) / seconds,
+      serverMeanMs: reqs > 0 ? (1000 * (M.scanSum(m1) - M.scanSum(m0))) / reqs : null,
+      foldedEvents: M.folded(m1) - M.folded(m0),
+      rssMB: M.rssMB(m1),
+    },
+    bench: { cpuSeconds: benchCpu, cpuPercentOfOneCore: (100 * benchCpu) / seconds },
+    foldDrainBeforeS: drain,
+  };
+}
+
+function dirBytes(dir: string): number {
+  let n = 0;
+  for (const f of readdirSync(dir)) {
+    const p = join(dir, f);
+    const st = statSync(p);
+    n += st.isDirectory() ? dirBytes(p) : st.size;
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+const fmt = (x: number | null | undefined, d = 1) => (x === null || x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
+
+function table(results: PhaseResult[]): string {
+  const head = ['phase', 'scans', 'reqs', 'conc', 'seconds', 'scans/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'errors'];
+  const rows = results.map((r) => [
+    r.label, String(r.scans), String(r.requests), r.concurrency !== null ? String(r.concurrency) : `${r.targetRate}/s`,
+    fmt(r.seconds, 2), fmt(r.scansPerS, 0), fmt(r.latencyMs.p50), fmt(r.latencyMs.p90), fmt(r.latencyMs.p99), fmt(r.latencyMs.max), String(r.errors),
+  ]);
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function whereTimeGoes(results: PhaseResult[]): string {
+  const head = ['phase', 'gw CPU %', 'gw ms/req', 'bench CPU %', 'folded', 'fold wait s'];
+  const rows = results.map((r) => [
+    r.label, fmt(r.gateway.cpuPercentOfOneCore, 0), fmt(r.gateway.serverMeanMs, 2), fmt(r.bench.cpuPercentOfOneCore, 0),
+    String(r.gateway.foldedEvents), fmt(r.foldDrainBeforeS, 1),
+  ]);
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const cpus = os.cpus();
+  const machine = {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    totalMemMB: Math.round(os.totalmem() / 2 ** 20),
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    date: new Date().toISOString(),
+  };
+  process.stdout.write(`posko ingest benchmark${QUICK ? ' (--quick)' : ''}: ${machine.cpus} x ${machine.cpuModel}, node ${machine.node}\n`);
+
+  const dataDir = mkdtempSync(join(os.tmpdir(), 'posko-bench-'));
+  const token = randomBytes(24).toString('hex');
+  const tStart = performance.now();
+  let gw: Gateway;
+  try {
+    gw = await startGateway(dataDir, token);
+  } catch (e) {
+    process.stderr.write(`bench: the gateway failed to start: ${(e as Error).message}\n`);
+    rmSync(dataDir, { recursive: true, force: true });
+    return 1;
+  }
+  const startS = (performance.now() - tStart) / 1000;
+  let earlyExit = false;
+  gw.child.once('exit', (code, sig) => { earlyExit = true; process.stderr.write(`bench: gateway exited (code ${code}, signal ${sig})\n`); });
+  const onSignal = () => { gw.child.kill('SIGTERM'); process.exit(1); };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  const client = new Client(gw.port, token);
+  const results: PhaseResult[] = [];
+  let failure: string | undefined;
+  let stop: Awaited<ReturnType<typeof stopGateway>> | undefined;
+  let health: Record<string, unknown> = {};
+  try {
+    health = await waitHealthy(client, START_TIMEOUT_MS);
+    process.stdout.write(`gateway pid ${gw.child.pid} on port ${gw.port}, ready in ${startS.toFixed(1)} s; data ${dataDir}\n\n`);
+    const ctx: Ctx = { client, stream: new ScanStream(randomBytes(4).toString('hex')), post: String(health['post']), cursor: '0', totalSent: 0 };
+
+    // Warm-up: JIT both sides, lazy modules, SQLite page cache. Verified, not reported.
+    {
+      const errors = new Errors();
+      const dup = { n: 0 };
+      const s1 = ctx.stream.take(CFG.warmupSingles);
+      await closedLoop(ctx, singles(s1), 8, errors, dup);
+      const s2 = ctx.stream.take(CFG.warmupBatches * CFG.batchSize);
+      await closedLoop(ctx, batches(s2, CFG.batchSize), 2, errors, dup);
+      ctx.totalSent += s1.length + s2.length;
+      const v = await verifyCommitted(ctx, [...s1, ...s2]);
+      if (errors.count > 0 || !v.ok) throw new Error(`warm-up failed: ${[...errors.samples, v.problem ?? ''].join('; ')}`);
+    }
+
+    const phases = [
+      { name: 'batch', label: `a  batches of ${CFG.batchSize}`, scans: CFG.batchScans, mode: 'batch' as const, concurrency: CFG.batchConcurrency },
+      { name: 'single', label: 'b  single scans', scans: CFG.singleScans, mode: 'single' as const, concurrency: CFG.singleConcurrency },
+      { name: 'open', label: `c  open loop ${CFG.openRate}/s`, scans: CFG.openScans, mode: 'open' as const, rate: CFG.openRate },
+    ];
+    for (const p of phases) {
+      process.stdout.write(`running ${p.label.slice(3)} (${p.scans} scans)…\n`);
+      const r = await runPhase(ctx, p);
+      results.push(r);
+      if (earlyExit) throw new Error('the gateway exited during the benchmark');
+    }
+
+    // Cross-check the total with the gateway's own event count.
+    const m = await client.metrics();
+    const events = m.get('posko_events');
+    if (events !== ctx.totalSent) throw new Error(`gateway reports ${events} events, bench sent ${ctx.totalSent}`);
+  } catch (e) {
+    failure = (e as Error).message;
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    const bytes = (() => { try { return dirBytes(dataDir); } catch { return NaN; } })();
+    stop = await stopGateway(gw);
+    (health as Record<string, unknown>)['dataDirBytesBeforeStop'] = bytes;
+    if (!flags['keep-data']) rmSync(dataDir, { recursive: true, force: true });
+  }
+
+  // Report
+  process.stdout.write('\n' + table(results) + '\n');
+  if (results.length > 0) {
+    process.stdout.write('\nwhere the time goes (gw = gateway process, % of one core; gw ms/req = server-side handler time;\nfolded = events folded into Automerge during the phase; fold wait = idle wait for the fold before it)\n');
+    process.stdout.write(whereTimeGoes(results) + '\n');
+    const open = results.find((r) => r.name === 'open');
+    if (open?.sendLagMs) process.stdout.write(`\nopen loop send lag (bench late vs timetable): p99 ${fmt(open.sendLagMs.p99)} ms, max ${fmt(open.sendLagMs.max)} ms\n`);
+  }
+  const batch = results.find((r) => r.name === 'batch');
+  const open = results.find((r) => r.name === 'open');
+  const targets = {
+    batchThroughput: { target: `>= ${TARGETS.batchScansPerS} scans/s`, measured: batch?.scansPerS ?? null, pass: batch ? batch.scansPerS >= TARGETS.batchScansPerS : false },
+    openP99: { target: `p99 <= ${TARGETS.openP99Ms} ms at ${CFG.openRate} scans/s`, measured: open?.latencyMs.p99 ?? null, pass: open ? open.latencyMs.p99 <= TARGETS.openP99Ms : false },
+  };
+  process.stdout.write('\ntargets\n');
+  process.stdout.write(`  batch throughput  ${targets.batchThroughput.target.padEnd(32)} ${fmt(targets.batchThroughput.measured, 0).padStart(8)} scans/s  ${targets.batchThroughput.pass ? 'PASS' : 'FAIL'}\n`);
+  process.stdout.write(`  latency           ${targets.openP99.target.padEnd(32)} ${fmt(targets.openP99.measured, 1).padStart(8)} ms       ${targets.openP99.pass ? 'PASS' : 'FAIL'}\n`);
+  if (QUICK) process.stdout.write('  (--quick: small counts, indicative only)\n');
+
+  const totalErrors = results.reduce((a, r) => a + r.errors, 0);
+  for (const r of results) for (const s of r.errorSamples) process.stderr.write(`bench: ${r.name}: ${s}\n`);
+  if (failure) process.stderr.write(`bench: ${failure}\n`);
+  if (stop && (stop.exitCode !== 0 || stop.signal)) process.stderr.write(`bench: gateway stop: exit code ${stop.exitCode}, signal ${stop.signal}\n${gw.stderr().slice(-2000)}\n`);
+
+  const summary = {
+    benchmark: 'posko ingest',
+    quick: QUICK,
+    machine,
+    config: CFG,
+    gateway: {
+      port: gw.port, startSeconds: startS, post: health['post'] ?? null, version: health['version'] ?? null,
+      stopSeconds: stop ? stop.ms / 1000 : null, stopExitCode: stop?.exitCode ?? null,
+      dataDirBytes: health['dataDirBytesBeforeStop'] ?? null, dataDir: flags['keep-data'] ? dataDir : null,
+    },
+    phases: results,
+    targets,
+    errors: totalErrors,
+    failure: failure ?? null,
+    totalSeconds: (performance.now() - tStart) / 1000,
+  };
+  const outDir = join(ROOT, 'bench', 'results');
+  mkdirSync(outDir, { recursive: true });
+  const outFile = join(outDir, QUICK ? 'ingest.quick.json' : 'ingest.json');
+  writeFileSync(outFile, JSON.stringify(summary, null, 2) + '\n');
+  process.stdout.write(`\nresults: ${outFile} (total ${summary.totalSeconds.toFixed(1)} s)\n`);
+
+  return failure || totalErrors > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => { process.exitCode = code; },
+  (e: unknown) => { process.stderr.write(`bench: ${(e as Error).stack ?? String(e)}\n`); process.exitCode = 1; },
+);
