@@ -38,6 +38,8 @@
  * Usage: npm run bench [-- --quick] [-- --keep-data]
  *   --quick      small counts (about 15 s end to end), for a smoke run
  *   --keep-data  keep the temp data directory (its path is printed)
+ *   --cpu-prof   run the gateway under `node --cpu-prof`; the .cpuprofile lands in bench/results/
+ *                (open it in Chrome DevTools > Performance, or speedscope). Slows the gateway a bit.
  * Exit: 0 when it ran (even if a target is missed: this is a measurement, not a test);
  *       1 when the gateway failed to start or any request failed or any scan is missing.
  */
@@ -57,10 +59,10 @@ import { parseArgs } from 'node:util';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
-  options: { quick: { type: 'boolean' }, 'keep-data': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  options: { quick: { type: 'boolean' }, 'keep-data': { type: 'boolean' }, 'cpu-prof': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
 });
 if (flags.help) {
-  process.stdout.write('usage: tsx bench/ingest.ts [--quick] [--keep-data]\n');
+  process.stdout.write('usage: tsx bench/ingest.ts [--quick] [--keep-data] [--cpu-prof]\n');
   process.exit(0);
 }
 const QUICK = flags.quick === true;
@@ -241,9 +243,11 @@ class Errors {
 interface Gateway { child: ChildProcess; port: number; dataDir: string; token: string; stderr: () => string }
 
 async function startGateway(dataDir: string, token: string): Promise<Gateway> {
+  if (flags['cpu-prof']) mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
+  const prof = flags['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench', 'results'), '--cpu-prof-name', `gateway-${Date.now()}.cpuprofile`] : [];
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', 'src/main.ts', 'start', '--data-dir', dataDir, '--http-port', '0', '--http-host', '127.0.0.1', '--admin-token', token, '--log-level', 'warn'],
+    [...prof, '--import', 'tsx', 'src/main.ts', 'start', '--data-dir', dataDir, '--http-port', '0', '--http-host', '127.0.0.1', '--admin-token', token, '--log-level', 'warn'],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } },
   );
   let out = '';
@@ -592,7 +596,12 @@ async function main(): Promise<number> {
   }
   const startS = (performance.now() - tStart) / 1000;
   let earlyExit = false;
-  gw.child.once('exit', (code, sig) => { earlyExit = true; process.stderr.write(`bench: gateway exited (code ${code}, signal ${sig})\n`); });
+  let stopping = false;
+  gw.child.once('exit', (code, sig) => {
+    if (stopping) return;
+    earlyExit = true;
+    process.stderr.write(`bench: gateway exited unexpectedly (code ${code}, signal ${sig})\n`);
+  });
   const onSignal = () => { gw.child.kill('SIGTERM'); process.exit(1); };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -642,6 +651,7 @@ async function main(): Promise<number> {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
     const bytes = (() => { try { return dirBytes(dataDir); } catch { return NaN; } })();
+    stopping = true;
     stop = await stopGateway(gw);
     (health as Record<string, unknown>)['dataDirBytesBeforeStop'] = bytes;
     if (!flags['keep-data']) rmSync(dataDir, { recursive: true, force: true });

@@ -37,13 +37,17 @@ async function start(config: Config): Promise<number> {
   const gw = new Gateway(config, { log });
   const port = await gw.start();
   const host = config.httpHost === '0.0.0.0' ? '127.0.0.1' : config.httpHost;
-  out(`\nposko ${config.role} ${config.postId} listening on http://${host}:${port}  (data: ${config.dataDir})`);
+  const url = `http://${host}:${port}`;
+  // One write, the URL last: whoever waits for the "listening on" line has the token too.
+  const lines = [''];
   if (gw.adminTokenCreated) {
-    out(`admin token (shown once; kept in ${config.dataDir}/admin-token):\n  ${gw.adminToken}`);
-    out(`try: curl -H "Authorization: Bearer ${gw.adminToken}" http://${host}:${port}/api/v1/stock`);
+    lines.push(`admin token (shown once; kept in ${config.dataDir}/admin-token):`, `  ${gw.adminToken}`);
+    lines.push(`try: curl -H "Authorization: Bearer ${gw.adminToken}" ${url}/api/v1/stock`);
   } else if (!config.adminToken) {
-    out(`admin token: in ${config.dataDir}/admin-token`);
+    lines.push(`admin token: in ${config.dataDir}/admin-token`);
   }
+  lines.push(`posko ${config.role} ${config.postId} listening on ${url}  (data: ${config.dataDir})`);
+  out(lines.join('\n'));
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -159,7 +159,9 @@ export function parseBarcode(code: string, opts?: ParseBarcodeOptions): ParsedCo
     return dl ? fromGs1(raw, symbology, dl, opts) : opaque(raw, symbology);
   }
 
-  if (/^\d+$/.test(text)) {
+  // Digits from a scanner that named a non-EAN symbology (]C0 Code 128, ]A0 Code 39, ]Q1 QR…)
+  // are that symbology's data, not an EAN: keep them opaque rather than check them as one.
+  if (/^\d+$/.test(text) && (symbology === undefined || /^\][EI]/.test(symbology))) {
     if ([8, 12, 13, 14].includes(text.length)) return fromEan(raw, symbology, text);
     // Keyboard-wedge GS1 (no symbology identifier, GS separators often lost): GS1 only when the
     // digits parse completely and carry a GS1 key, so that plain numbers (IDs, phone numbers,

@@ -402,3 +402,15 @@ describe('parseBarcode: opaque codes', () => {
     expect(errorOf(() => parseBarcode(42 as unknown as string)).code).toBe('VALIDATION');
   });
 });
+
+describe('digits under a non-EAN symbology identifier', () => {
+  it('keeps Code 128 / Code 39 / plain QR digits opaque instead of checking them as an EAN', () => {
+    for (const code of [']C012345670', ']A04006381333932', ']Q1123456789012']) {
+      expect(parseBarcode(code).kind).toBe('opaque');
+    }
+  });
+  it('still checks digits under an EAN identifier', () => {
+    expect(() => parseBarcode(']E04006381333932')).toThrow(/check digit/i);
+    expect(parseBarcode(']E04006381333931').kind).toBe('ean');
+  });
+});
