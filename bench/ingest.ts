@@ -38,8 +38,10 @@
  * Usage: npm run bench [-- --quick] [-- --keep-data]
  *   --quick      small counts (about 15 s end to end), for a smoke run
  *   --keep-data  keep the temp data directory (its path is printed)
- *   --cpu-prof   run the gateway under `node --cpu-prof`; the .cpuprofile lands in bench/results/
- *                (open it in Chrome DevTools > Performance, or speedscope). Slows the gateway a bit.
+ *   --cpu-prof   run the gateway under `node --cpu-prof`: CPU.<date>.<pid>.<thread>.cpuprofile files
+ *                land in bench/results/ (the biggest is the main thread; the small one is tsx's loader
+ *                thread). Open in Chrome DevTools > Performance or speedscope. Slows the gateway, so
+ *                the numbers go to ingest.profiled.json instead.
  * Exit: 0 when it ran (even if a target is missed: this is a measurement, not a test);
  *       1 when the gateway failed to start or any request failed or any scan is missing.
  */
@@ -244,7 +246,7 @@ interface Gateway { child: ChildProcess; port: number; dataDir: string; token: s
 
 async function startGateway(dataDir: string, token: string): Promise<Gateway> {
   if (flags['cpu-prof']) mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
-  const prof = flags['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench', 'results'), '--cpu-prof-name', `gateway-${Date.now()}.cpuprofile`] : [];
+  const prof = flags['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench', 'results')] : [];
   const child = spawn(
     process.execPath,
     [...prof, '--import', 'tsx', 'src/main.ts', 'start', '--data-dir', dataDir, '--http-port', '0', '--http-host', '127.0.0.1', '--admin-token', token, '--log-level', 'warn'],
@@ -329,7 +331,20 @@ interface PhaseResult {
   committedVerified: boolean;
   /** Phase c: how late sends left compared to the timetable (bench-side), ms. */
   sendLagMs?: Percentiles;
-  gateway: { cpuSeconds: number; cpuPercentOfOneCore: number; serverMeanMs: number | null; foldedEvents: number; rssMB: number | null };
+  /** Phase c: per second of the timetable, requests scheduled in it and their latency p50/max (ms). */
+  timeline?: { second: number; requests: number; p50: number; max: number }[];
+  gateway: {
+    cpuSeconds: number;
+    cpuPercentOfOneCore: number;
+    /** Mean time inside the HTTP handler for POST /scans (gateway's own histogram). */
+    serverMeanMs: number | null;
+    /** Scans/s the gateway would manage if its thread did nothing but these handlers. */
+    handlerCeilingScansPerS: number | null;
+    /** Longest event-loop stall during the phase (prom-client monitorEventLoopDelay, reset per scrape). */
+    eventLoopMaxMs: number | null;
+    foldedEvents: number;
+    rssMB: number | null;
+  };
   bench: { cpuSeconds: number; cpuPercentOfOneCore: number };
   foldDrainBeforeS: number;
 }
@@ -342,6 +357,7 @@ const metricSum = (m: Map<string, number>, pred: (k: string) => boolean) => {
 const M = {
   cpu: (m: Map<string, number>) => m.get('posko_process_cpu_seconds_total') ?? NaN,
   folded: (m: Map<string, number>) => m.get('posko_folded_events_total') ?? 0,
+  loopMaxMs: (m: Map<string, number>) => { const v = m.get('posko_nodejs_eventloop_lag_max_seconds'); return v === undefined ? null : v * 1000; },
   rssMB: (m: Map<string, number>) => { const v = m.get('posko_process_resident_memory_bytes'); return v === undefined ? null : v / 2 ** 20; },
   scanSum: (m: Map<string, number>) => metricSum(m, (k) => k.startsWith('posko_http_request_duration_seconds_sum') && k.includes('scans')),
   scanCount: (m: Map<string, number>) => metricSum(m, (k) => k.startsWith('posko_http_request_duration_seconds_count') && k.includes('scans')),
@@ -505,6 +521,8 @@ async function runPhase(
   const gwCpu = M.cpu(m1) - M.cpu(m0);
   const reqs = M.scanCount(m1) - M.scanCount(m0);
   const benchCpu = (c1.user + c1.system) / 1e6;
+  const serverMeanMs = reqs > 0 ? (1000 * (M.scanSum(m1) - M.scanSum(m0))) / reqs : null;
+  const timeline = lag ? perSecond(lat, spec.rate!) : undefined;
   return {
     name: spec.name,
     label: spec.label,
@@ -520,16 +538,29 @@ async function runPhase(
     duplicates: dup.n,
     committedVerified: verified.ok,
     ...(lag ? { sendLagMs: percentiles(lag) } : {}),
+    ...(timeline ? { timeline } : {}),
     gateway: {
       cpuSeconds: gwCpu,
       cpuPercentOfOneCore: (100 * gwCpu) / seconds,
-      serverMeanMs: reqs > 0 ? (1000 * (M.scanSum(m1) - M.scanSum(m0))) / reqs : null,
+      serverMeanMs,
+      handlerCeilingScansPerS: serverMeanMs ? (1000 * scans.length) / (serverMeanMs * reqs) : null,
+      eventLoopMaxMs: M.loopMaxMs(m1),
       foldedEvents: M.folded(m1) - M.folded(m0),
       rssMB: M.rssMB(m1),
     },
     bench: { cpuSeconds: benchCpu, cpuPercentOfOneCore: (100 * benchCpu) / seconds },
     foldDrainBeforeS: drain,
   };
+}
+
+/** Latency p50/max per second of the open-loop timetable (request k is scheduled at k/rate s). */
+function perSecond(lat: number[], rate: number): { second: number; requests: number; p50: number; max: number }[] {
+  const out: { second: number; requests: number; p50: number; max: number }[] = [];
+  for (let s = 0; s * rate < lat.length; s++) {
+    const p = percentiles(lat.slice(s * rate, (s + 1) * rate).filter((x) => x !== undefined));
+    out.push({ second: s, requests: Math.min(rate, lat.length - s * rate), p50: p.p50, max: p.max });
+  }
+  return out;
 }
 
 function dirBytes(dir: string): number {
@@ -559,10 +590,10 @@ function table(results: PhaseResult[]): string {
 }
 
 function whereTimeGoes(results: PhaseResult[]): string {
-  const head = ['phase', 'gw CPU %', 'gw ms/req', 'bench CPU %', 'folded', 'fold wait s'];
+  const head = ['phase', 'gw CPU %', 'gw ms/req', 'handler-only scans/s', 'gw max stall ms', 'folded', 'bench CPU %'];
   const rows = results.map((r) => [
-    r.label, fmt(r.gateway.cpuPercentOfOneCore, 0), fmt(r.gateway.serverMeanMs, 2), fmt(r.bench.cpuPercentOfOneCore, 0),
-    String(r.gateway.foldedEvents), fmt(r.foldDrainBeforeS, 1),
+    r.label, fmt(r.gateway.cpuPercentOfOneCore, 0), fmt(r.gateway.serverMeanMs, 2), fmt(r.gateway.handlerCeilingScansPerS, 0),
+    fmt(r.gateway.eventLoopMaxMs, 0), String(r.gateway.foldedEvents), fmt(r.bench.cpuPercentOfOneCore, 0),
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
@@ -611,6 +642,7 @@ async function main(): Promise<number> {
   let failure: string | undefined;
   let stop: Awaited<ReturnType<typeof stopGateway>> | undefined;
   let health: Record<string, unknown> = {};
+  let dataDirBytes = NaN;
   try {
     health = await waitHealthy(client, START_TIMEOUT_MS);
     process.stdout.write(`gateway pid ${gw.child.pid} on port ${gw.port}, ready in ${startS.toFixed(1)} s; data ${dataDir}\n\n`);
@@ -650,20 +682,28 @@ async function main(): Promise<number> {
   } finally {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
-    const bytes = (() => { try { return dirBytes(dataDir); } catch { return NaN; } })();
+    try { dataDirBytes = dirBytes(dataDir); } catch { /* gone */ }
     stopping = true;
     stop = await stopGateway(gw);
-    (health as Record<string, unknown>)['dataDirBytesBeforeStop'] = bytes;
     if (!flags['keep-data']) rmSync(dataDir, { recursive: true, force: true });
   }
 
   // Report
   process.stdout.write('\n' + table(results) + '\n');
   if (results.length > 0) {
-    process.stdout.write('\nwhere the time goes (gw = gateway process, % of one core; gw ms/req = server-side handler time;\nfolded = events folded into Automerge during the phase; fold wait = idle wait for the fold before it)\n');
+    process.stdout.write([
+      '',
+      'where the time goes (gw = the gateway process, from its /metrics; CPU % of one core)',
+      '  gw ms/req             mean time inside the POST /scans handler (parse, validate, SQLite commit)',
+      '  handler-only scans/s  what the thread would do if it only ran those handlers',
+      '  gw max stall ms       longest event-loop block in the phase (the Automerge fold runs on this thread)',
+      '  folded                events folded into Automerge ledger documents during the phase',
+      '',
+    ].join('\n'));
     process.stdout.write(whereTimeGoes(results) + '\n');
     const open = results.find((r) => r.name === 'open');
     if (open?.sendLagMs) process.stdout.write(`\nopen loop send lag (bench late vs timetable): p99 ${fmt(open.sendLagMs.p99)} ms, max ${fmt(open.sendLagMs.max)} ms\n`);
+    if (open?.timeline) process.stdout.write(`open loop max latency per second (ms): ${open.timeline.map((t) => fmt(t.max, 0)).join(' ')}\n`);
   }
   const batch = results.find((r) => r.name === 'batch');
   const open = results.find((r) => r.name === 'open');
@@ -684,12 +724,13 @@ async function main(): Promise<number> {
   const summary = {
     benchmark: 'posko ingest',
     quick: QUICK,
+    profiled: flags['cpu-prof'] === true,
     machine,
     config: CFG,
     gateway: {
       port: gw.port, startSeconds: startS, post: health['post'] ?? null, version: health['version'] ?? null,
       stopSeconds: stop ? stop.ms / 1000 : null, stopExitCode: stop?.exitCode ?? null,
-      dataDirBytes: health['dataDirBytesBeforeStop'] ?? null, dataDir: flags['keep-data'] ? dataDir : null,
+      dataDirBytes: Number.isNaN(dataDirBytes) ? null : dataDirBytes, dataDir: flags['keep-data'] ? dataDir : null,
     },
     phases: results,
     targets,
@@ -699,7 +740,7 @@ async function main(): Promise<number> {
   };
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
-  const outFile = join(outDir, QUICK ? 'ingest.quick.json' : 'ingest.json');
+  const outFile = join(outDir, `ingest${QUICK ? '.quick' : ''}${flags['cpu-prof'] ? '.profiled' : ''}.json`);
   writeFileSync(outFile, JSON.stringify(summary, null, 2) + '\n');
   process.stdout.write(`\nresults: ${outFile} (total ${summary.totalSeconds.toFixed(1)} s)\n`);
 

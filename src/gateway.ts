@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Config } from './config/config.ts';
+import { gs1ReferenceYear } from './domain/barcode.ts';
 import { decodeHlc, HybridClock } from './domain/hlc.ts';
 import { asPostId } from './domain/ids.ts';
 import { createApp } from './http/app.ts';
@@ -79,7 +80,7 @@ export class Gateway {
     this.app = createApp({
       store: this.store, ingest: this.ingest, metrics: this.metrics, log: opts.log, post: config.postId,
       role: config.role, version: VERSION, adminToken: this.adminToken, maxBodyBytes: config.maxBodyBytes,
-      referenceYear: () => new Date(this.clock.peek().wall).getUTCFullYear(),
+      referenceYear: () => gs1ReferenceYear(this.clock),
       health: () => ({ pendingFold: this.folder.pending(), uptimeS: Math.round((now() - this.startedAt) / 1000) }),
     });
   }
@@ -90,6 +91,11 @@ export class Gateway {
     const port = await new Promise<number>((resolve, reject) => {
       const server = serve({ fetch: this.app.fetch, port: this.config.httpPort, hostname: this.config.httpHost }, (info: AddressInfo) => resolve(info.port));
       server.once('error', reject);
+      // Scanners keep connections open between scans; idle sockets closed too eagerly race with
+      // a client's next request on them.
+      const http = server as unknown as { keepAliveTimeout: number; headersTimeout: number };
+      http.keepAliveTimeout = 65_000;
+      http.headersTimeout = 66_000;
       this.server = server;
     });
     this.opts.log.info('gateway started', { post: this.config.postId, role: this.config.role, port, dataDir: this.config.dataDir });

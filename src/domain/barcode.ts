@@ -24,6 +24,7 @@
 import { PoskoError } from './errors.ts';
 import { hasValidGs1CheckDigit, gs1CheckDigit } from './check-digit.ts';
 import {
+  DEFAULT_REFERENCE_YEAR,
   GS,
   gs1DateToIso,
   isGs1KeyAi,
@@ -234,4 +235,13 @@ function fromGs1(raw: string, symbology: string | undefined, data: Gs1Data, opts
   if (ais['37'] !== undefined) out.count = Number(ais['37']);
   if (ais['30'] !== undefined) out.quantity = Number(ais['30']);
   return out;
+}
+
+/**
+ * The reference year for GS1's two-digit-year window: the year of the gateway's clock (its HLC,
+ * which never runs backwards), but never earlier than the default: a Pi that woke up in 1970 after
+ * a power cut must not read expiry "25" as 1925.
+ */
+export function gs1ReferenceYear(clock: { currentWall(): number }): number {
+  return Math.max(new Date(clock.currentWall()).getUTCFullYear(), DEFAULT_REFERENCE_YEAR);
 }

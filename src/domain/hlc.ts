@@ -63,6 +63,11 @@ export class HybridClock {
     this.last = start;
   }
 
+  /** The later of the physical clock and the latest timestamp: "now" as best this clock knows. */
+  currentWall(): number {
+    return Math.max(this.physicalNow(), this.last.wall);
+  }
+
   /** The latest timestamp issued or observed. */
   peek(): Hlc {
     return this.last;

@@ -4,7 +4,7 @@
  * are results returned (and so acknowledged). A batch commits as one transaction: 100 scans cost
  * about one fsync.
  */
-import { parseBarcode, type ParsedCode } from '../domain/barcode.ts';
+import { gs1ReferenceYear, parseBarcode, type ParsedCode } from '../domain/barcode.ts';
 import { PoskoError, isPoskoError } from '../domain/errors.ts';
 import { eventFingerprint, idempotencyKey, scanFingerprint, type PoskoEvent, type ScanInput } from '../domain/events.ts';
 import { encodeHlc, type HybridClock } from '../domain/hlc.ts';
@@ -55,11 +55,11 @@ export class Ingest {
    */
   ingest(scans: readonly ScanInput[], ctx: IngestContext): ScanResult[] {
     const { store, clock, post } = this.deps;
-    const referenceYear = new Date(clock.peek().wall || 0).getUTCFullYear();
+    const referenceYear = gs1ReferenceYear(clock);
     const prepared: (Prepared | ScanResult)[] = scans.map((scan) => {
       try {
         const device = ctx.device ?? (scan.device ? asDeviceId(scan.device) : null);
-        const parsed = scan.code === undefined ? null : parseBarcode(scan.code, referenceYear > 2000 ? { referenceYear } : undefined);
+        const parsed = scan.code === undefined ? null : parseBarcode(scan.code, { referenceYear });
         const key = idempotencyKey(post, device, scan.id ?? this.deps.newId());
         return { scan, key, device, parsed };
       } catch (e) {

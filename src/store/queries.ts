@@ -66,7 +66,8 @@ export class Queries {
   }
 
   /**
-   * Parcels, newest activity first, filtered by status, post (where it is) and text (id, item,
+   * Parcels, newest activity first, filtered by status, post (where it is or was last seen, or
+   * where it is heading) and text (id, item,
    * org). Paged by an opaque cursor (`next`).
    */
   parcels(f: ParcelFilter): { parcels: ParcelJson[]; next: string | null } {

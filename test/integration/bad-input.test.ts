@@ -236,6 +236,7 @@ describe('bad input', () => {
     expect(s).toMatchObject({ events: 6, parcels: 3, stock: 3 });
     expect(s.stockSum).toBe('DEMO/HYGKIT/PMI=10.0+0.0#1,DEMO/SELIMUT/Dinsos=5.0+0.0#1,KKR-KBG/BERAS/BPBD=0.0+50.0#1');
     expect(snapshot(small).events).toBe(1);
+    expect(Buffer.byteLength(JSON.stringify(BIG))).toBeGreaterThan(10 * 1024);
     expect(cases.length).toBeGreaterThanOrEqual(35);
     expect(new Set(cases.map((c) => c.name)).size).toBe(cases.length);
   });

@@ -35,7 +35,7 @@ describe('posko CLI', () => {
       });
       const r = await scan();
       expect(r.status).toBe(201);
-      expect((await r.json()).event.device).toBe('Gudang-pintu-1');
+      expect(((await r.json()) as any).event.device).toBe('Gudang-pintu-1');
 
       const list = runCli(['devices', 'list', '--json', '--data-dir', dir]);
       expect(JSON.parse(list.stdout)).toEqual([expect.objectContaining({ id: 'Gudang-pintu-1', revokedAt: null })]);
