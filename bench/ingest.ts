@@ -611,8 +611,13 @@ async function main(): Promise<number> {
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
     node: process.version,
     date: new Date().toISOString(),
+    loadAvgAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    loadAvgAtEnd: [] as number[],
   };
-  process.stdout.write(`posko ingest benchmark${QUICK ? ' (--quick)' : ''}: ${machine.cpus} x ${machine.cpuModel}, node ${machine.node}\n`);
+  process.stdout.write(`posko ingest benchmark${QUICK ? ' (--quick)' : ''}: ${machine.cpus} x ${machine.cpuModel}, node ${machine.node}, load avg ${machine.loadAvgAtStart.join(' ')}\n`);
+  if (machine.loadAvgAtStart[0]! > 0.5 * machine.cpus) {
+    process.stdout.write(`warning: the machine is already busy (1-min load ${machine.loadAvgAtStart[0]} on ${machine.cpus} CPUs); the numbers will be low and noisy\n`);
+  }
 
   const dataDir = mkdtempSync(join(os.tmpdir(), 'posko-bench-'));
   const token = randomBytes(24).toString('hex');
@@ -689,6 +694,7 @@ async function main(): Promise<number> {
   }
 
   // Report
+  machine.loadAvgAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
   process.stdout.write('\n' + table(results) + '\n');
   if (results.length > 0) {
     process.stdout.write([
@@ -715,6 +721,7 @@ async function main(): Promise<number> {
   process.stdout.write(`  batch throughput  ${targets.batchThroughput.target.padEnd(32)} ${fmt(targets.batchThroughput.measured, 0).padStart(8)} scans/s  ${targets.batchThroughput.pass ? 'PASS' : 'FAIL'}\n`);
   process.stdout.write(`  latency           ${targets.openP99.target.padEnd(32)} ${fmt(targets.openP99.measured, 1).padStart(8)} ms       ${targets.openP99.pass ? 'PASS' : 'FAIL'}\n`);
   if (QUICK) process.stdout.write('  (--quick: small counts, indicative only)\n');
+  process.stdout.write(`load avg at end: ${machine.loadAvgAtEnd.join(' ')} (${machine.cpus} CPUs; the bench itself adds about 1.5)\n`);
 
   const totalErrors = results.reduce((a, r) => a + r.errors, 0);
   for (const r of results) for (const s of r.errorSamples) process.stderr.write(`bench: ${r.name}: ${s}\n`);

@@ -61,6 +61,8 @@ export interface ParcelState {
   inTransit: number;
   distributed: number;
   writtenOff: number;
+  /** A unit parcel's own quantity, once known (from its receive, count or code). */
+  size: number;
   lastEvent: string;
   lastKind: EventKind;
   lastHlc: string;
@@ -102,58 +104,71 @@ export function deriveParcel(id: ParcelId, events: readonly PoskoEvent[]): Parce
   const effective = events.filter((e) => e.kind !== 'void' && !voided.has(e.id)).sort(compareEvents);
   const first = effective[0];
   if (!first) return undefined;
-  const unit = !isBulkParcel(id);
-  const s: ParcelState = {
-    id, unit, status: 'in_store', item: null, org: null, unitOfMeasure: null, batch: null, expiry: null,
-    location: null, dest: null, holdings: {}, inTransit: 0, distributed: 0, writtenOff: 0,
+  let s = emptyParcel(id, first);
+  for (const e of effective) s = applyEvent(s, e);
+  return s;
+}
+
+function emptyParcel(id: ParcelId, first: PoskoEvent): ParcelState {
+  return {
+    id, unit: !isBulkParcel(id), status: 'in_store', item: null, org: null, unitOfMeasure: null, batch: null, expiry: null,
+    location: null, dest: null, holdings: {}, inTransit: 0, distributed: 0, writtenOff: 0, size: 0,
     lastEvent: first.id, lastKind: first.kind, lastHlc: first.hlc, firstHlc: first.hlc, events: 0,
   };
-  let size = 0; // a unit parcel's own size, once known
-  for (const e of effective) {
-    s.item ??= e.item; s.org ??= e.org; s.unitOfMeasure ??= e.unit; s.batch ??= e.batch; s.expiry ??= e.expiry;
-    const explicit = e.qty ?? codeQuantity(e);
-    if (unit && explicit !== null && (e.kind === 'receive' || e.kind === 'count' || size === 0)) size = explicit;
-    const q = unit ? (size || 1) : (explicit ?? 1);
-    const held = (p: string) => s.holdings[p] ?? 0;
-    const take = (p: string, n: number) => { s.holdings[p] = held(p) - n; };
-    switch (e.kind) {
-      case 'receive':
-        if (unit) { s.holdings = { [e.post]: q }; s.inTransit = 0; }
-        else { s.holdings[e.post] = held(e.post) + q; s.inTransit = Math.max(0, s.inTransit - q); }
-        s.dest = null;
-        break;
-      case 'return':
-        if (unit) { s.holdings = { [e.post]: q }; s.inTransit = 0; } else s.holdings[e.post] = held(e.post) + q;
-        s.dest = null;
-        break;
-      case 'count':
-        if (unit) { s.holdings = { [e.post]: q }; s.inTransit = 0; } else s.holdings[e.post] = q;
-        break;
-      case 'dispatch':
-        if (unit) { s.holdings = {}; s.inTransit = q; } else { take(e.post, q); s.inTransit += q; }
-        s.dest = e.dest;
-        break;
-      case 'checkpoint':
-        break;
-      case 'distribute':
-        if (unit) { s.holdings = {}; s.inTransit = 0; } else take(e.post, q);
-        s.distributed += q;
-        break;
-      case 'damage': case 'loss': case 'expire':
-        if (unit) { s.holdings = {}; s.inTransit = 0; } else take(e.post, q);
-        s.writtenOff += q;
-        break;
-      case 'void':
-        break;
-    }
-    for (const [p, n] of Object.entries(s.holdings)) if (n === 0) delete s.holdings[p];
-    s.location = e.post;
-    s.lastEvent = e.id; s.lastKind = e.kind; s.lastHlc = e.hlc; s.events += 1;
-    s.status = STATUS_OF[e.kind] ?? s.status;
+}
+
+/**
+ * Advances a parcel's state by one event that comes after all events already in it (causal
+ * order). `deriveParcel` is this step folded over the sorted events; ingest uses it directly for
+ * a new local event, which is always the newest. Returns a new state; the input is not changed.
+ * `s` undefined starts a new parcel. Voids cannot be applied stepwise: re-derive instead.
+ */
+export function applyEvent(prev: ParcelState | undefined, e: PoskoEvent): ParcelState {
+  const s: ParcelState = prev ? { ...prev, holdings: { ...prev.holdings } } : emptyParcel(e.parcel, e);
+  const unit = s.unit;
+  s.item ??= e.item; s.org ??= e.org; s.unitOfMeasure ??= e.unit; s.batch ??= e.batch; s.expiry ??= e.expiry;
+  const explicit = e.qty ?? codeQuantity(e);
+  if (unit && explicit !== null && (e.kind === 'receive' || e.kind === 'count' || s.size === 0)) s.size = explicit;
+  const q = unit ? (s.size || 1) : (explicit ?? 1);
+  const held = (p: string) => s.holdings[p] ?? 0;
+  const take = (p: string, n: number) => { s.holdings[p] = held(p) - n; };
+  switch (e.kind) {
+    case 'receive':
+      if (unit) { s.holdings = { [e.post]: q }; s.inTransit = 0; }
+      else { s.holdings[e.post] = held(e.post) + q; s.inTransit = Math.max(0, s.inTransit - q); }
+      s.dest = null;
+      break;
+    case 'return':
+      if (unit) { s.holdings = { [e.post]: q }; s.inTransit = 0; } else s.holdings[e.post] = held(e.post) + q;
+      s.dest = null;
+      break;
+    case 'count':
+      if (unit) { s.holdings = { [e.post]: q }; s.inTransit = 0; } else s.holdings[e.post] = q;
+      break;
+    case 'dispatch':
+      if (unit) { s.holdings = {}; s.inTransit = q; } else { take(e.post, q); s.inTransit += q; }
+      s.dest = e.dest;
+      break;
+    case 'checkpoint':
+    case 'void':
+      break;
+    case 'distribute':
+      if (unit) { s.holdings = {}; s.inTransit = 0; } else take(e.post, q);
+      s.distributed += q;
+      break;
+    case 'damage': case 'loss': case 'expire':
+      if (unit) { s.holdings = {}; s.inTransit = 0; } else take(e.post, q);
+      s.writtenOff += q;
+      break;
   }
+  for (const [p, n] of Object.entries(s.holdings)) if (n === 0) delete s.holdings[p];
+  s.location = e.post;
+  s.lastEvent = e.id; s.lastKind = e.kind; s.lastHlc = e.hlc; s.events += 1;
+  s.status = STATUS_OF[e.kind] ?? s.status;
   if (!unit) {
     const onHand = Object.values(s.holdings).reduce((a, b) => a + b, 0);
-    s.status = onHand > 0 ? 'in_store' : s.inTransit > 0 ? 'in_transit' : s.distributed > 0 ? 'distributed' : s.status === 'in_store' ? 'empty' : s.status;
+    const byEvent = STATUS_OF[e.kind] ?? 'in_store';
+    s.status = onHand > 0 ? 'in_store' : s.inTransit > 0 ? 'in_transit' : s.distributed > 0 ? 'distributed' : byEvent === 'in_store' ? 'empty' : byEvent;
   }
   return s;
 }

@@ -68,7 +68,7 @@ export class Ingest {
     });
 
     const run = store.db.transaction((): ScanResult[] => {
-      const touched = new Set<PoskoEvent['parcel']>();
+      const inserted: PoskoEvent[] = [];
       const out: (ScanResult | { pending: PoskoEvent; parsed: ParsedCode | null; created: boolean })[] = [];
       for (const p of prepared) {
         if ('status' in p) { out.push(p); continue; }
@@ -99,10 +99,10 @@ export class Ingest {
           reason: p.scan.reason ?? null,
         };
         store.views.insertEvent(event);
-        touched.add(parcel);
+        inserted.push(event);
         out.push({ pending: event, parsed: p.parsed, created: true });
       }
-      const parcels = store.views.refreshParcels(touched);
+      const parcels = store.views.applyEvents(inserted);
       return out.map((o) => {
         if ('status' in o) return o;
         const row = parcels.has(o.pending.parcel) ? parcels.get(o.pending.parcel) : store.views.parcel(o.pending.parcel);

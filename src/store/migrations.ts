@@ -72,6 +72,7 @@ export const MIGRATIONS: readonly Migration[] = [
         in_transit REAL NOT NULL,
         distributed REAL NOT NULL,
         written_off REAL NOT NULL,
+        size REAL NOT NULL,
         last_event TEXT NOT NULL,
         last_kind TEXT NOT NULL,
         last_hlc TEXT NOT NULL,

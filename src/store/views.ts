@@ -6,14 +6,14 @@
 import type Database from 'better-sqlite3';
 import type { PoskoEvent } from '../domain/events.ts';
 import type { ParcelId } from '../domain/ids.ts';
-import { deriveParcel, stockContributions, type ParcelState, type StockContribution } from '../domain/parcel-state.ts';
+import { applyEvent, compareEvents, deriveParcel, stockContributions, type ParcelState, type StockContribution } from '../domain/parcel-state.ts';
 import { EVENT_COLUMNS, fromRow, toRow, type EventRow } from './event-rows.ts';
 
 /** A parcels table row. */
 export interface ParcelRow {
   id: string; unit: number; status: string; item: string | null; org: string | null; uom: string | null;
   batch: string | null; expiry: string | null; location: string | null; dest: string | null; holdings: string;
-  in_transit: number; distributed: number; written_off: number; last_event: string; last_kind: string;
+  in_transit: number; distributed: number; written_off: number; size: number; last_event: string; last_kind: string;
   last_hlc: string; first_hlc: string; events: number;
 }
 
@@ -26,18 +26,20 @@ function toParcelRow(s: ParcelState): ParcelRow {
   return {
     id: s.id, unit: s.unit ? 1 : 0, status: s.status, item: s.item, org: s.org, uom: s.unitOfMeasure,
     batch: s.batch, expiry: s.expiry, location: s.location, dest: s.dest, holdings: JSON.stringify(holdings),
-    in_transit: round(s.inTransit), distributed: round(s.distributed), written_off: round(s.writtenOff),
+    in_transit: round(s.inTransit), distributed: round(s.distributed), written_off: round(s.writtenOff), size: s.size,
     last_event: s.lastEvent, last_kind: s.lastKind, last_hlc: s.lastHlc, first_hlc: s.firstHlc, events: s.events,
   };
 }
 
-/** A parcel row's contribution to stock, recovered from the row itself (what to subtract on change). */
-function rowContributions(r: ParcelRow): StockContribution[] {
-  const state = {
-    id: r.id, item: r.item, org: r.org, holdings: JSON.parse(r.holdings) as Record<string, number>,
-    inTransit: r.in_transit, dest: r.dest,
-  } as unknown as ParcelState;
-  return stockContributions(state);
+/** The parcel state a row holds (rows keep everything needed to apply the next event). */
+function fromParcelRow(r: ParcelRow): ParcelState {
+  return {
+    id: r.id as ParcelId, unit: r.unit === 1, status: r.status as ParcelState['status'], item: r.item, org: r.org,
+    unitOfMeasure: r.uom, batch: r.batch, expiry: r.expiry, location: r.location, dest: r.dest,
+    holdings: JSON.parse(r.holdings) as Record<string, number>, inTransit: r.in_transit, distributed: r.distributed,
+    writtenOff: r.written_off, size: r.size, lastEvent: r.last_event, lastKind: r.last_kind as ParcelState['lastKind'],
+    lastHlc: r.last_hlc, firstHlc: r.first_hlc, events: r.events,
+  };
 }
 
 /** Prepared statements over the view tables of one database. */
@@ -62,7 +64,7 @@ export class Views {
     this.eventsOfParcelStmt = db.prepare('SELECT * FROM events WHERE parcel = ? ORDER BY hlc, post, id');
     this.parcelStmt = db.prepare('SELECT * FROM parcels WHERE id = ?');
     const cols = ['id', 'unit', 'status', 'item', 'org', 'uom', 'batch', 'expiry', 'location', 'dest', 'holdings',
-      'in_transit', 'distributed', 'written_off', 'last_event', 'last_kind', 'last_hlc', 'first_hlc', 'events'];
+      'in_transit', 'distributed', 'written_off', 'size', 'last_event', 'last_kind', 'last_hlc', 'first_hlc', 'events'];
     this.upsertParcelStmt = db.prepare(
       `INSERT OR REPLACE INTO parcels (${cols.join(', ')}) VALUES (${cols.map((c) => '@' + c).join(', ')})`,
     );
@@ -110,24 +112,51 @@ export class Views {
   }
 
   /**
-   * Re-derives the given parcels from their events and moves stock by the difference between each
-   * parcel's old and new contribution. Call inside the same transaction as the event inserts.
+   * Updates the parcels these newly inserted events concern, and stock by the difference between
+   * each parcel's old and new contribution. An event newer than everything the parcel has seen
+   * (always so for a new local event) is applied in one step; a void or an older event (merged
+   * from elsewhere) re-derives the parcel from all its events. Call inside the transaction that
+   * inserted the events.
    */
+  applyEvents(events: readonly PoskoEvent[]): Map<string, ParcelRow | undefined> {
+    const byParcel = new Map<ParcelId, PoskoEvent[]>();
+    for (const e of events) {
+      const list = byParcel.get(e.parcel);
+      if (list) list.push(e); else byParcel.set(e.parcel, [e]);
+    }
+    const out = new Map<string, ParcelRow | undefined>();
+    for (const [id, list] of byParcel) {
+      const before = this.parcel(id);
+      list.sort(compareEvents);
+      const stepwise = list.every((e) => e.kind !== 'void') && (!before || list[0]!.hlc > before.last_hlc);
+      let state: ParcelState | undefined;
+      if (stepwise) {
+        state = before ? fromParcelRow(before) : undefined;
+        for (const e of list) state = applyEvent(state, e);
+      } else state = deriveParcel(id, this.eventsOfParcel(id));
+      out.set(id, this.replaceParcel(id, before, state));
+    }
+    return out;
+  }
+
+  /** Re-derives the given parcels from all their events (rebuilds, repairs). */
   refreshParcels(ids: Iterable<ParcelId>): Map<string, ParcelRow | undefined> {
     const out = new Map<string, ParcelRow | undefined>();
     for (const id of ids) {
       if (out.has(id)) continue;
-      const before = this.parcel(id);
-      const state = deriveParcel(id, this.eventsOfParcel(id));
-      const after = state && toParcelRow(state);
-      if (before) this.addStock(rowContributions(before), -1);
-      if (after) {
-        this.upsertParcelStmt.run(after);
-        this.addStock(rowContributions(after), +1);
-      } else if (before) this.deleteParcelStmt.run(id);
-      out.set(id, after);
+      out.set(id, this.replaceParcel(id, this.parcel(id), deriveParcel(id, this.eventsOfParcel(id))));
     }
     return out;
+  }
+
+  private replaceParcel(id: string, before: ParcelRow | undefined, state: ParcelState | undefined): ParcelRow | undefined {
+    const after = state && toParcelRow(state);
+    if (before) this.addStock(stockContributions(fromParcelRow(before)), -1);
+    if (after) {
+      this.upsertParcelStmt.run(after);
+      this.addStock(stockContributions(state), +1);
+    } else if (before) this.deleteParcelStmt.run(id);
+    return after;
   }
 
   private addStock(rows: StockContribution[], sign: 1 | -1): void {

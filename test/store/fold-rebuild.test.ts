@@ -96,10 +96,11 @@ describe('rebuild', () => {
     const { g, advance } = gatewayAt();
     const ids: string[] = [];
     for (let i = 0; i < 40; i++) {
-      const r = await scan(g, { code: `PSK1:DEMO:P${i % 15}`, action: (['receive', 'dispatch', 'distribute', 'count'] as const)[i % 4], to: 'KKR-KBG', qty: 1 + (i % 7) * 0.5, item: i % 2 ? 'BERAS' : 'MIE', org: i % 3 ? 'PMI' : 'BPBD', id: `e${i}` });
+      const r = await scan(g, { code: `PSK1:DEMO:P${i % 15}`, action: (['receive', 'dispatch', 'distribute', 'count'] as const)[i % 4], to: 'KKR-KBG', qty: 0.1 * (1 + (i % 7)), item: i % 2 ? 'BERAS' : 'MIE', org: i % 3 ? 'PMI' : 'BPBD', id: `e${i}` });
       ids.push(r.event.id);
       advance(7 * 60 * 1000);
     }
+    for (let i = 0; i < 30; i++) await scan(g, { code: CODES.ean13, action: i % 3 ? 'receive' : 'distribute', qty: 0.1 * (i % 5 + 1), id: `bulk-${i}` });
     await scan(g, { code: CODES.ean13, action: 'receive', qty: 12, id: 'bulk1' });
     await scan(g, { code: CODES.ean13, action: 'distribute', qty: 5, id: 'bulk2' });
     await scan(g, { code: CODES.gtinExpiryBatch, action: 'receive', qty: 3, id: 'gtin1' });
@@ -108,7 +109,7 @@ describe('rebuild', () => {
     expect(live.stock.length).toBeGreaterThan(3);
     g.gw.folder.foldAll();
     const r = rebuildViews(g.gw.store);
-    expect(r.events).toBe(44);
+    expect(r.events).toBe(74);
     expect(snapshot(g.gw.store)).toEqual(live);
     // The fold position now covers everything: nothing is folded again.
     expect(g.gw.folder.pending()).toBe(0);
