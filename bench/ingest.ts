@@ -336,17 +336,24 @@ interface PhaseResult {
   gateway: {
     cpuSeconds: number;
     cpuPercentOfOneCore: number;
-    /** Mean time inside the HTTP handler for POST /scans (gateway's own histogram). */
+    /**
+     * Mean wall time of POST /scans in the gateway's own histogram. With concurrent requests it
+     * includes waiting for the thread (a handler awaits its body while another runs), so it is not
+     * a CPU cost.
+     */
     serverMeanMs: number | null;
-    /** Scans/s the gateway would manage if its thread did nothing but these handlers. */
-    handlerCeilingScansPerS: number | null;
+    /** Estimated gateway CPU per scan for ingest alone: (CPU − folded × fold cost) / scans. */
+    ingestCpuMsPerScan: number | null;
+    /** Gateway CPU per event of the fold that ran right after the phase (its backlog), if any. */
+    foldCpuMsPerEvent: number | null;
+    /** The events folded right after the phase, and the CPU it took. */
+    drain: { events: number; cpuSeconds: number; seconds: number };
     /** Longest event-loop stall during the phase (prom-client monitorEventLoopDelay, reset per scrape). */
     eventLoopMaxMs: number | null;
     foldedEvents: number;
     rssMB: number | null;
   };
   bench: { cpuSeconds: number; cpuPercentOfOneCore: number };
-  foldDrainBeforeS: number;
 }
 
 const metricSum = (m: Map<string, number>, pred: (k: string) => boolean) => {
@@ -503,7 +510,6 @@ async function runPhase(
 ): Promise<PhaseResult> {
   const scans = ctx.stream.take(spec.scans);
   const load = spec.mode === 'batch' ? batches(scans, CFG.batchSize) : singles(scans);
-  const drain = await drainFold(ctx.client);
   const errors = new Errors();
   const dup = { n: 0 };
   const m0 = await ctx.client.metrics();
@@ -515,6 +521,10 @@ async function runPhase(
   else ({ seconds, lat } = await closedLoop(ctx, load, spec.concurrency!, errors, dup));
   const c1 = process.cpuUsage(c0);
   const m1 = await ctx.client.metrics();
+  // Let the fold catch up (so the next phase starts level) and measure what folding costs.
+  const drainS = await drainFold(ctx.client);
+  const m2 = await ctx.client.metrics();
+  const drain = { events: M.folded(m2) - M.folded(m1), cpuSeconds: M.cpu(m2) - M.cpu(m1), seconds: drainS };
   ctx.totalSent += scans.length;
   const verified = await verifyCommitted(ctx, scans);
   if (!verified.ok) errors.add(`commit check: ${verified.problem}`);
@@ -543,14 +553,30 @@ async function runPhase(
       cpuSeconds: gwCpu,
       cpuPercentOfOneCore: (100 * gwCpu) / seconds,
       serverMeanMs,
-      handlerCeilingScansPerS: serverMeanMs ? (1000 * scans.length) / (serverMeanMs * reqs) : null,
+      ingestCpuMsPerScan: null, // filled in by estimateCosts() once every phase's fold cost is known
+      foldCpuMsPerEvent: drain.events >= 100 ? (1000 * drain.cpuSeconds) / drain.events : null,
+      drain,
       eventLoopMaxMs: M.loopMaxMs(m1),
       foldedEvents: M.folded(m1) - M.folded(m0),
       rssMB: M.rssMB(m1),
     },
     bench: { cpuSeconds: benchCpu, cpuPercentOfOneCore: (100 * benchCpu) / seconds },
-    foldDrainBeforeS: drain,
   };
+}
+
+/**
+ * Splits each phase's gateway CPU into ingest and fold, using the fold cost per event measured
+ * in the drains (all drains together: one fold cost for the run). Returns that cost.
+ */
+function estimateCosts(results: PhaseResult[]): number | null {
+  const events = results.reduce((a, r) => a + r.gateway.drain.events, 0);
+  const cpu = results.reduce((a, r) => a + r.gateway.drain.cpuSeconds, 0);
+  if (events < 100) return null;
+  const foldMs = (1000 * cpu) / events;
+  for (const r of results) {
+    r.gateway.ingestCpuMsPerScan = Math.max(0, (1000 * r.gateway.cpuSeconds - r.gateway.foldedEvents * foldMs) / r.scans);
+  }
+  return foldMs;
 }
 
 /** Latency p50/max per second of the open-loop timetable (request k is scheduled at k/rate s). */
@@ -561,6 +587,16 @@ function perSecond(lat: number[], rate: number): { second: number; requests: num
     out.push({ second: s, requests: Math.min(rate, lat.length - s * rate), p50: p.p50, max: p.max });
   }
   return out;
+}
+
+/** Percent of all CPUs busy during `ms` (sampled from os.cpus() times; this process is idle meanwhile). */
+async function otherCpuBusy(ms: number): Promise<number> {
+  const total = () => os.cpus().reduce((a, c) => { const t = c.times; return { idle: a.idle + t.idle, all: a.all + t.user + t.nice + t.sys + t.idle + t.irq }; }, { idle: 0, all: 0 });
+  const a = total();
+  await sleep(ms);
+  const b = total();
+  const all = b.all - a.all;
+  return all > 0 ? (100 * (all - (b.idle - a.idle))) / all : 0;
 }
 
 function dirBytes(dir: string): number {
@@ -590,10 +626,11 @@ function table(results: PhaseResult[]): string {
 }
 
 function whereTimeGoes(results: PhaseResult[]): string {
-  const head = ['phase', 'gw CPU %', 'gw ms/req', 'handler-only scans/s', 'gw max stall ms', 'folded', 'bench CPU %'];
+  const head = ['phase', 'gw CPU %', 'folded', 'ingest ms/scan', 'fold ms/event', 'gw max stall ms', 'bench CPU %'];
   const rows = results.map((r) => [
-    r.label, fmt(r.gateway.cpuPercentOfOneCore, 0), fmt(r.gateway.serverMeanMs, 2), fmt(r.gateway.handlerCeilingScansPerS, 0),
-    fmt(r.gateway.eventLoopMaxMs, 0), String(r.gateway.foldedEvents), fmt(r.bench.cpuPercentOfOneCore, 0),
+    r.label, fmt(r.gateway.cpuPercentOfOneCore, 0), String(r.gateway.foldedEvents), fmt(r.gateway.ingestCpuMsPerScan, 3),
+    r.gateway.foldCpuMsPerEvent === null ? '-' : `${fmt(r.gateway.foldCpuMsPerEvent, 3)} (${r.gateway.drain.events})`,
+    fmt(r.gateway.eventLoopMaxMs, 0), fmt(r.bench.cpuPercentOfOneCore, 0),
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
@@ -612,11 +649,12 @@ async function main(): Promise<number> {
     node: process.version,
     date: new Date().toISOString(),
     loadAvgAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
-    loadAvgAtEnd: [] as number[],
+    /** Share of all CPUs busy with other work during the second before the bench started. */
+    busyPercentAtStart: await otherCpuBusy(1000),
   };
-  process.stdout.write(`posko ingest benchmark${QUICK ? ' (--quick)' : ''}: ${machine.cpus} x ${machine.cpuModel}, node ${machine.node}, load avg ${machine.loadAvgAtStart.join(' ')}\n`);
-  if (machine.loadAvgAtStart[0]! > 0.5 * machine.cpus) {
-    process.stdout.write(`warning: the machine is already busy (1-min load ${machine.loadAvgAtStart[0]} on ${machine.cpus} CPUs); the numbers will be low and noisy\n`);
+  process.stdout.write(`posko ingest benchmark${QUICK ? ' (--quick)' : ''}: ${machine.cpus} x ${machine.cpuModel}, node ${machine.node}; CPUs ${fmt(machine.busyPercentAtStart, 0)}% busy before start\n`);
+  if (machine.busyPercentAtStart > 20) {
+    process.stdout.write(`warning: other processes were using ${fmt(machine.busyPercentAtStart, 0)}% of the CPUs just before the run; the numbers will be low and noisy\n`);
   }
 
   const dataDir = mkdtempSync(join(os.tmpdir(), 'posko-bench-'));
@@ -664,6 +702,7 @@ async function main(): Promise<number> {
       ctx.totalSent += s1.length + s2.length;
       const v = await verifyCommitted(ctx, [...s1, ...s2]);
       if (errors.count > 0 || !v.ok) throw new Error(`warm-up failed: ${[...errors.samples, v.problem ?? ''].join('; ')}`);
+      await drainFold(client);
     }
 
     const phases = [
@@ -694,20 +733,25 @@ async function main(): Promise<number> {
   }
 
   // Report
-  machine.loadAvgAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  const foldMs = estimateCosts(results);
   process.stdout.write('\n' + table(results) + '\n');
   if (results.length > 0) {
     process.stdout.write([
       '',
       'where the time goes (gw = the gateway process, from its /metrics; CPU % of one core)',
-      '  gw ms/req             mean time inside the POST /scans handler (parse, validate, SQLite commit)',
-      '  handler-only scans/s  what the thread would do if it only ran those handlers',
-      '  gw max stall ms       longest event-loop block in the phase (the Automerge fold runs on this thread)',
-      '  folded                events folded into Automerge ledger documents during the phase',
+      '  folded           events folded into Automerge ledger documents during the phase (every 3 s, on the request thread)',
+      '  fold ms/event    gateway CPU per event of the fold that caught up right after the phase (events in it)',
+      '  ingest ms/scan   gateway CPU per scan minus the folds in the phase: HTTP, validation, parsing, SQLite',
+      '  gw max stall ms  longest event-loop block in the phase (nothing else is served meanwhile)',
       '',
     ].join('\n'));
     process.stdout.write(whereTimeGoes(results) + '\n');
     const open = results.find((r) => r.name === 'open');
+    const b = results.find((r) => r.name === 'batch');
+    if (foldMs !== null && b?.gateway.ingestCpuMsPerScan) {
+      const ing = b.gateway.ingestCpuMsPerScan;
+      process.stdout.write(`\nfold ≈ ${fmt(foldMs, 3)} ms CPU/event, batch ingest ≈ ${fmt(ing, 3)} ms CPU/scan: one gateway thread sustains ≈ ${fmt(1000 / (ing + foldMs), 0)} scans/s in batches with folding (≈ ${fmt(1000 / ing, 0)} without)\n`);
+    }
     if (open?.sendLagMs) process.stdout.write(`\nopen loop send lag (bench late vs timetable): p99 ${fmt(open.sendLagMs.p99)} ms, max ${fmt(open.sendLagMs.max)} ms\n`);
     if (open?.timeline) process.stdout.write(`open loop max latency per second (ms): ${open.timeline.map((t) => fmt(t.max, 0)).join(' ')}\n`);
   }
@@ -721,7 +765,6 @@ async function main(): Promise<number> {
   process.stdout.write(`  batch throughput  ${targets.batchThroughput.target.padEnd(32)} ${fmt(targets.batchThroughput.measured, 0).padStart(8)} scans/s  ${targets.batchThroughput.pass ? 'PASS' : 'FAIL'}\n`);
   process.stdout.write(`  latency           ${targets.openP99.target.padEnd(32)} ${fmt(targets.openP99.measured, 1).padStart(8)} ms       ${targets.openP99.pass ? 'PASS' : 'FAIL'}\n`);
   if (QUICK) process.stdout.write('  (--quick: small counts, indicative only)\n');
-  process.stdout.write(`load avg at end: ${machine.loadAvgAtEnd.join(' ')} (${machine.cpus} CPUs; the bench itself adds about 1.5)\n`);
 
   const totalErrors = results.reduce((a, r) => a + r.errors, 0);
   for (const r of results) for (const s of r.errorSamples) process.stderr.write(`bench: ${r.name}: ${s}\n`);
@@ -741,6 +784,7 @@ async function main(): Promise<number> {
     },
     phases: results,
     targets,
+    foldCpuMsPerEvent: foldMs,
     errors: totalErrors,
     failure: failure ?? null,
     totalSeconds: (performance.now() - tStart) / 1000,
