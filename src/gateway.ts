@@ -1,7 +1,7 @@
 /**
  * Wires one gateway together and runs its lifecycle: open storage, restore the clock, build
- * ingest, the folder and the HTTP app, listen; on stop, in reverse: stop listening, fold what is
- * pending, close the database. Several gateways can run in one process (tests).
+ * ingest, the folder and the HTTP app, listen; on stop, in reverse: stop listening, stop the fold
+ * worker, fold what is pending, close the database. Several gateways can run in one process (tests).
  */
 import { serve, type ServerType } from '@hono/node-server';
 import { randomUUID } from 'node:crypto';
@@ -15,6 +15,7 @@ import { asPostId } from './domain/ids.ts';
 import { createApp } from './http/app.ts';
 import { Ingest } from './ingest/ingest.ts';
 import { LedgerFolder } from './ingest/fold.ts';
+import { FoldRunner } from './ingest/fold-runner.ts';
 import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { newToken } from './store/devices.ts';
@@ -57,7 +58,7 @@ export class Gateway {
   readonly adminToken: string;
   readonly adminTokenCreated: boolean;
   private server: ServerType | undefined;
-  private foldTimer: NodeJS.Timeout | undefined;
+  private readonly foldRunner: FoldRunner;
   private readonly startedAt: number;
 
   constructor(readonly config: Config, private readonly opts: GatewayOptions) {
@@ -76,6 +77,7 @@ export class Gateway {
       events: () => this.store.queries.counts().events,
       parcels: () => this.store.queries.counts().parcels,
     });
+    this.foldRunner = new FoldRunner({ dataDir: config.dataDir, post: config.postId }, config.foldIntervalMs, opts.log, this.metrics);
     this.ingest = new Ingest({ store: this.store, clock: this.clock, post, newId: randomUUID });
     this.app = createApp({
       store: this.store, ingest: this.ingest, metrics: this.metrics, log: opts.log, post: config.postId,
@@ -87,7 +89,7 @@ export class Gateway {
 
   /** Starts folding and listening. Resolves with the bound port once the server listens. */
   async start(): Promise<number> {
-    this.scheduleFold();
+    this.foldRunner.start();
     const port = await new Promise<number>((resolve, reject) => {
       const server = serve({ fetch: this.app.fetch, port: this.config.httpPort, hostname: this.config.httpHost }, (info: AddressInfo) => resolve(info.port));
       server.once('error', reject);
@@ -102,7 +104,10 @@ export class Gateway {
     return port;
   }
 
-  /** Folds pending events now; a failure is logged and retried on the next tick. */
+  /**
+   * Folds pending events now, on this thread (tests, shutdown); a failure is logged and counted.
+   * Periodic folding runs in the fold worker.
+   */
   foldNow(): number {
     try {
       const n = this.folder.foldAll();
@@ -115,18 +120,8 @@ export class Gateway {
     }
   }
 
-  private scheduleFold(): void {
-    this.foldTimer = setTimeout(() => {
-      this.foldNow();
-      this.scheduleFold();
-    }, this.config.foldIntervalMs);
-    this.foldTimer.unref();
-  }
-
   /** Stops in reverse order: no new requests, fold what is pending, close the database. */
   async stop(): Promise<void> {
-    if (this.foldTimer) clearTimeout(this.foldTimer);
-    this.foldTimer = undefined;
     const server = this.server;
     this.server = undefined;
     if (server) {
@@ -135,6 +130,7 @@ export class Gateway {
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();
       });
     }
+    await this.foldRunner.stop();
     this.foldNow();
     this.folder.forget();
     this.store.close();

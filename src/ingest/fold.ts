@@ -37,9 +37,20 @@ export class LedgerFolder {
 
   /**
    * Folds up to `limit` pending events. Returns how many were folded. Durable on return: the chunks
-   * and the new fold position are committed together.
+   * and the new fold position are committed together. The Automerge work (change, save) happens
+   * before the write transaction, which only stores bytes, so ingest is never held up behind it;
+   * if another folder committed in between, this attempt is dropped and redone.
    */
-  foldOnce(limit = 5000): number {
+  foldOnce(limit = 2000): number {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const n = this.tryFold(limit);
+      if (n !== undefined) return n;
+    }
+    return 0;
+  }
+
+  /** One fold attempt; undefined when another folder got there first. */
+  private tryFold(limit: number): number | undefined {
     const from = this.foldedSeq();
     const rows = this.store.db
       .prepare('SELECT * FROM events WHERE seq > ? AND post = ? ORDER BY seq LIMIT ?')
@@ -55,28 +66,43 @@ export class LedgerFolder {
       list.push(e);
     }
     const updated: { id: string; doc: A.Doc<LedgerDoc> }[] = [];
-    try {
-      this.store.db.transaction(() => {
-        for (const [day, events] of byDay) {
-          const id = ledgerDocId(this.post, day);
-          // The cached document is used only if it is what is stored: another process (the CLI's
-          // rebuild) may have folded since, and a stale copy would reuse its change numbers.
-          const cached = this.open?.id === id && sameHeads(A.getHeads(this.open.doc), this.store.docs.heads(id)) ? this.open.doc : undefined;
-          if (this.open?.id === id && !cached) { freeQuietly(this.open.doc); this.open = undefined; }
-          const before = cached ?? this.store.docs.load<LedgerDoc>(id, this.actor);
-          const base = before ?? createLedger(this.actor, this.post, day);
-          const doc = appendToLedger(base, events, (e) => hourOf(wallOf(e)));
-          updated.push({ id, doc });
-          this.store.docs.put(id, doc, A.saveIncremental(doc), ledgerSize(doc));
-        }
-        this.store.meta.set(FOLD_SEQ, String(lastSeq));
-      }).immediate();
-    } catch (e) {
-      // The in-memory documents may hold changes that did not commit: drop them, reload next time.
-      // (A document that failed before its change was recorded in `updated` was not changed.)
+    const discard = () => {
+      // The in-memory documents hold changes that did not commit: drop them, reload next time.
       for (const u of updated) freeQuietly(u.doc);
       if (this.open && updated.some((u) => u.id === this.open!.id)) this.open = undefined;
+    };
+    let committed: boolean;
+    try {
+      const writes: { id: string; doc: A.Doc<LedgerDoc>; chunk: Uint8Array; snapshot: Uint8Array | undefined; heads: string[]; events: number }[] = [];
+      for (const [day, events] of byDay) {
+        const id = ledgerDocId(this.post, day);
+        const stored = this.store.docs.info(id);
+        const heads = stored?.heads ?? [];
+        // The cached document is used only if it is what is stored: another process (the CLI's
+        // rebuild) may have folded since, and a stale copy would reuse its change numbers.
+        const cached = this.open?.id === id && sameHeads(A.getHeads(this.open.doc), heads) ? this.open.doc : undefined;
+        if (this.open?.id === id && !cached) { freeQuietly(this.open.doc); this.open = undefined; }
+        const base = cached ?? this.store.docs.load<LedgerDoc>(id, this.actor) ?? createLedger(this.actor, this.post, day);
+        const doc = appendToLedger(base, events, (e) => hourOf(wallOf(e)));
+        updated.push({ id, doc });
+        const chunk = A.saveIncremental(doc);
+        const compact = !stored || stored.snapshotBytes === 0 || stored.chunkBytes + chunk.byteLength > stored.snapshotBytes;
+        writes.push({ id, doc, chunk, snapshot: compact ? A.save(doc) : undefined, heads, events: ledgerSize(doc) });
+      }
+      committed = this.store.db.transaction(() => {
+        if (this.foldedSeq() !== from) return false;
+        for (const w of writes) if (!sameHeads(this.store.docs.heads(w.id), w.heads)) return false;
+        for (const w of writes) this.store.docs.put(w.id, w.doc, w.chunk, w.events, w.snapshot);
+        this.store.meta.set(FOLD_SEQ, String(lastSeq));
+        return true;
+      }).immediate();
+    } catch (e) {
+      discard();
       throw storageError(e);
+    }
+    if (!committed) {
+      discard();
+      return undefined;
     }
     // A change returns a new document sharing the old one's handle: free by id, never a superseded doc.
     const keep = [...updated];

@@ -55,23 +55,29 @@ export class DocStore {
   }
 
   /**
-   * Records a document's new changes: `chunk` is `saveIncremental(doc)` since the last store. When
-   * the chunks outgrow the snapshot, stores `save(doc)` instead and drops the chunks. Call inside a
-   * transaction; durable when that transaction commits.
+   * Records a document's new changes: `chunk` is `saveIncremental(doc)` since the last store. With
+   * `snapshot` (`save(doc)`, made by the caller outside the transaction: it is the slow part) the
+   * snapshot is replaced and the chunks dropped; callers compact when the chunks would outgrow
+   * the snapshot. Call inside a transaction; durable when that transaction commits.
    */
-  put<T>(id: string, doc: A.Doc<T>, chunk: Uint8Array, events: number): DocInfo {
+  put<T>(id: string, doc: A.Doc<T>, chunk: Uint8Array, events: number, snapshot?: Uint8Array): DocInfo {
     const row = this.getStmt.get(id) as DocRow | undefined;
-    const heads = JSON.stringify(A.getHeads(doc));
-    if (!row || !row.snapshot || (row.chunk_bytes + chunk.byteLength) > row.snapshot_bytes) {
-      const snapshot = A.save(doc);
+    const heads = A.getHeads(doc);
+    if (snapshot || !row || !row.snapshot) {
+      const snap = snapshot ?? A.save(doc);
       this.dropChunksStmt.run(id);
-      this.upsertStmt.run({ id, snapshot, snapshot_bytes: snapshot.byteLength, chunk_bytes: 0, chunks: 0, heads, events });
-      return { id, snapshotBytes: snapshot.byteLength, chunkBytes: 0, chunks: 0, heads: A.getHeads(doc), events };
+      this.upsertStmt.run({ id, snapshot: snap, snapshot_bytes: snap.byteLength, chunk_bytes: 0, chunks: 0, heads: JSON.stringify(heads), events });
+      return { id, snapshotBytes: snap.byteLength, chunkBytes: 0, chunks: 0, heads, events };
     }
     if (chunk.byteLength > 0) this.appendChunkStmt.run(id, row.chunks, chunk);
-    const info = { id, snapshot: row.snapshot, snapshot_bytes: row.snapshot_bytes, chunk_bytes: row.chunk_bytes + chunk.byteLength, chunks: row.chunks + (chunk.byteLength > 0 ? 1 : 0), heads, events };
+    const info = { id, snapshot: row.snapshot, snapshot_bytes: row.snapshot_bytes, chunk_bytes: row.chunk_bytes + chunk.byteLength, chunks: row.chunks + (chunk.byteLength > 0 ? 1 : 0), heads: JSON.stringify(heads), events };
     this.upsertStmt.run(info);
-    return { id, snapshotBytes: info.snapshot_bytes, chunkBytes: info.chunk_bytes, chunks: info.chunks, heads: A.getHeads(doc), events };
+    return { id, snapshotBytes: info.snapshot_bytes, chunkBytes: info.chunk_bytes, chunks: info.chunks, heads, events };
+  }
+
+  /** What is stored about one document, if it is stored. */
+  info(id: string): DocInfo | undefined {
+    return this.list(id).find((d) => d.id === id);
   }
 
   /** The heads stored for a document (empty when it is not stored). */
