@@ -13,6 +13,7 @@ import { gs1ReferenceYear } from './domain/barcode.ts';
 import { decodeHlc, HybridClock } from './domain/hlc.ts';
 import { asPostId } from './domain/ids.ts';
 import { createApp } from './http/app.ts';
+import { CommitQueue } from './ingest/commit-queue.ts';
 import { Ingest } from './ingest/ingest.ts';
 import { LedgerFolder } from './ingest/fold.ts';
 import { FoldRunner } from './ingest/fold-runner.ts';
@@ -52,6 +53,7 @@ export class Gateway {
   readonly store: Store;
   readonly clock: HybridClock;
   readonly ingest: Ingest;
+  readonly commits: CommitQueue;
   readonly folder: LedgerFolder;
   readonly metrics: Metrics;
   readonly app: ReturnType<typeof createApp>;
@@ -79,8 +81,9 @@ export class Gateway {
     });
     this.foldRunner = new FoldRunner({ dataDir: config.dataDir, post: config.postId }, config.foldIntervalMs, opts.log, this.metrics);
     this.ingest = new Ingest({ store: this.store, clock: this.clock, post, newId: randomUUID });
+    this.commits = new CommitQueue(this.ingest);
     this.app = createApp({
-      store: this.store, ingest: this.ingest, metrics: this.metrics, log: opts.log, post: config.postId,
+      store: this.store, ingest: this.commits, metrics: this.metrics, log: opts.log, post: config.postId,
       role: config.role, version: VERSION, adminToken: this.adminToken, maxBodyBytes: config.maxBodyBytes,
       referenceYear: () => gs1ReferenceYear(this.clock),
       health: () => ({ pendingFold: this.folder.pending(), uptimeS: Math.round((now() - this.startedAt) / 1000) }),

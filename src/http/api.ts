@@ -5,7 +5,8 @@ import { Hono } from 'hono';
 import { parseBarcode } from '../domain/barcode.ts';
 import { PoskoError } from '../domain/errors.ts';
 import { MAX_BATCH, ScanBatchSchema, ScanInputSchema, type ScanInput } from '../domain/events.ts';
-import type { Ingest, ScanResult } from '../ingest/ingest.ts';
+import type { CommitQueue } from '../ingest/commit-queue.ts';
+import type { ScanResult } from '../ingest/ingest.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Store } from '../store/store.ts';
 import type { AuthEnv } from './auth.ts';
@@ -16,7 +17,7 @@ import { readJson, readQuery, validate } from './validate.ts';
 /** What the API routes need. */
 export interface ApiDeps {
   store: Store;
-  ingest: Ingest;
+  ingest: CommitQueue;
   metrics: Metrics;
   post: string;
   role: string;
@@ -44,7 +45,7 @@ export function apiRoutes(deps: ApiDeps): Hono<AuthEnv> {
       const other = scans.find((s) => s.device !== undefined && s.device !== principal.device);
       if (other) throw new PoskoError('FORBIDDEN', `device ${principal.device} may not send scans as ${other.device}`);
     }
-    const results = ingest.ingest(scans, { device: principal.kind === 'device' ? principal.device : null });
+    const results = await ingest.submit(scans, { device: principal.kind === 'device' ? principal.device : null });
     for (const r of results) metrics.scans.inc({ result: r.status });
     if (!batch) {
       const r = results[0]!;

@@ -5,7 +5,7 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { PoskoError } from '../domain/errors.ts';
-import type { Ingest } from '../ingest/ingest.ts';
+import type { CommitQueue } from '../ingest/commit-queue.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Store } from '../store/store.ts';
@@ -16,7 +16,8 @@ import { errorResponse, toPoskoError } from './errors.ts';
 /** Everything the HTTP app needs. */
 export interface AppDeps {
   store: Store;
-  ingest: Ingest;
+  /** Where scans go: the group-commit queue in front of ingest. */
+  ingest: CommitQueue;
   metrics: Metrics;
   log: Logger;
   post: string;

@@ -54,18 +54,29 @@ export class Ingest {
    * STORAGE_UNAVAILABLE when nothing could be committed.
    */
   ingest(scans: readonly ScanInput[], ctx: IngestContext): ScanResult[] {
+    return this.ingestGroups([{ scans, ctx }])[0]!;
+  }
+
+  /**
+   * Records several submissions (each with its own sender) in one transaction: group commit, one
+   * fsync for all. Returns the results per submission, in order. Same guarantees as `ingest`.
+   */
+  ingestGroups(groups: readonly { scans: readonly ScanInput[]; ctx: IngestContext }[]): ScanResult[][] {
     const { store, clock, post } = this.deps;
     const referenceYear = gs1ReferenceYear(clock);
-    const prepared: (Prepared | ScanResult)[] = scans.map((scan) => {
-      try {
-        const device = ctx.device ?? (scan.device ? asDeviceId(scan.device) : null);
-        const parsed = scan.code === undefined ? null : parseBarcode(scan.code, { referenceYear });
-        const key = idempotencyKey(post, device, scan.id ?? this.deps.newId());
-        return { scan, key, device, parsed };
-      } catch (e) {
-        return rejected(e);
+    const prepared: (Prepared | ScanResult)[] = [];
+    for (const { scans, ctx } of groups) {
+      for (const scan of scans) {
+        try {
+          const device = ctx.device ?? (scan.device ? asDeviceId(scan.device) : null);
+          const parsed = scan.code === undefined ? null : parseBarcode(scan.code, { referenceYear });
+          const key = idempotencyKey(post, device, scan.id ?? this.deps.newId());
+          prepared.push({ scan, key, device, parsed });
+        } catch (e) {
+          prepared.push(rejected(e));
+        }
       }
-    });
+    }
 
     const run = store.db.transaction((): ScanResult[] => {
       const inserted: PoskoEvent[] = [];
@@ -118,7 +129,13 @@ export class Ingest {
     }
     const created = results.filter((r) => r.status === 'created').length;
     if (created > 0) this.deps.onCommit?.(created);
-    return results;
+    const out: ScanResult[][] = [];
+    let i = 0;
+    for (const g of groups) {
+      out.push(results.slice(i, i + g.scans.length));
+      i += g.scans.length;
+    }
+    return out;
   }
 }
 
