@@ -811,6 +811,8 @@ async function main(): Promise<number> {
     if (open?.sendLagMs) process.stdout.write(`\nopen loop send lag (bench late vs timetable): p99 ${fmt(open.sendLagMs.p99)} ms, max ${fmt(open.sendLagMs.max)} ms\n`);
     if (open?.timeline) process.stdout.write(`open loop max latency per second (ms): ${open.timeline.map((t) => fmt(t.max, 0)).join(' ')}\n`);
     if (b?.timeline) process.stdout.write(`batches: scans committed per second: ${b.timeline.map((t) => t.scans).join(' ')}\n`);
+    const events = results.reduce((a, r) => a + r.scans, 0) + CFG.warmupSingles + CFG.warmupBatches * CFG.batchSize;
+    if (!Number.isNaN(dataDirBytes)) process.stdout.write(`data dir: ${fmt(dataDirBytes / 2 ** 20, 1)} MB for ${events} events (${fmt(dataDirBytes / events, 0)} bytes/event, before the gateway's stop)\n`);
   }
   const batch = results.find((r) => r.name === 'batch');
   const open = results.find((r) => r.name === 'open');
@@ -856,7 +858,9 @@ async function main(): Promise<number> {
   writeFileSync(outFile, JSON.stringify(summary, null, 2) + '\n');
   process.stdout.write(`\nresults: ${outFile} (total ${summary.totalSeconds.toFixed(1)} s)\n`);
 
-  return failure || totalErrors > 0 ? 1 : 0;
+  const ok = !failure && totalErrors === 0;
+  process.stdout.write(ok ? 'status: every scan answered and committed\n' : `status: FAILED (${totalErrors} request errors${failure ? `; ${failure}` : ''}), exit 1\n`);
+  return ok ? 0 : 1;
 }
 
 main().then(

@@ -31,7 +31,9 @@ port.on('message', (m: ToFoldWorker) => {
     return;
   }
   try {
-    send({ type: 'folded', n: folder.foldAll() });
+    const n = folder.foldAll();
+    store.db.pragma('wal_checkpoint(PASSIVE)');
+    send({ type: 'folded', n });
   } catch (e) {
     send({ type: 'error', message: (e as Error).message });
   }
