@@ -79,7 +79,7 @@ export class Gateway {
       events: () => this.store.queries.counts().events,
       parcels: () => this.store.queries.counts().parcels,
     });
-    this.foldRunner = new FoldRunner({ dataDir: config.dataDir, post: config.postId }, config.foldIntervalMs, opts.log, this.metrics);
+    this.foldRunner = new FoldRunner(this.store, { dataDir: config.dataDir, post: config.postId }, config.foldIntervalMs, opts.log, this.metrics);
     this.ingest = new Ingest({ store: this.store, clock: this.clock, post, newId: randomUUID });
     this.commits = new CommitQueue(this.ingest);
     this.app = createApp({

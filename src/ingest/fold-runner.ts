@@ -1,12 +1,15 @@
 /**
  * Runs folding in the background: every interval it asks a worker thread to fold what is pending
  * (the worker is started on the first tick, so short-lived gateways in tests never pay for it).
- * One fold at a time; a failure is logged and retried on the next tick; on stop the worker
- * finishes its fold and closes its connection.
+ * The worker prepares plans; this thread, the database's one writer, commits each in a short
+ * transaction, so ingest never waits on a lock held by another thread. One fold at a time; a
+ * failure is logged and retried on the next tick; on stop the worker closes its connection.
  */
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
+import type { Store } from '../store/store.ts';
+import { commitFold } from './fold.ts';
 import type { FoldWorkerData, FromFoldWorker, ToFoldWorker } from './fold-worker.ts';
 
 /** Background folding through a worker thread. */
@@ -19,6 +22,7 @@ export class FoldRunner {
   private waiters: ((m: FromFoldWorker) => void)[] = [];
 
   constructor(
+    private readonly store: Store,
     private readonly data: FoldWorkerData,
     private readonly intervalMs: number,
     private readonly log: Logger,
@@ -42,6 +46,17 @@ export class FoldRunner {
     // The worker runs TypeScript too: its boot file registers tsx in that thread first.
     const w = new Worker(new URL('./fold-worker.boot.mjs', import.meta.url), { workerData: this.data });
     w.on('message', (m: FromFoldWorker) => {
+      if (m.type === 'plan') {
+        let ok = false;
+        try {
+          ok = commitFold(this.store, m.plan);
+        } catch (e) {
+          this.metrics.foldErrors.inc();
+          this.log.warn('fold commit failed; will retry', { error: (e as Error).message });
+        }
+        w.postMessage({ type: 'settled', ok } satisfies ToFoldWorker);
+        return;
+      }
       if (m.type === 'folded') {
         this.crashes = 0;
         if (m.n > 0) this.metrics.folded.inc(m.n);

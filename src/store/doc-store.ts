@@ -21,6 +21,10 @@ export interface DocInfo {
   events: number;
 }
 
+function toInfo(r: Omit<DocRow, 'snapshot'>): DocInfo {
+  return { id: r.id, snapshotBytes: r.snapshot_bytes, chunkBytes: r.chunk_bytes, chunks: r.chunks, heads: JSON.parse(r.heads) as string[], events: r.events };
+}
+
 /** SQLite-backed storage of Automerge documents. */
 export class DocStore {
   private readonly getStmt: Database.Statement;
@@ -29,6 +33,7 @@ export class DocStore {
   private readonly appendChunkStmt: Database.Statement;
   private readonly dropChunksStmt: Database.Statement;
   private readonly listStmt: Database.Statement;
+  private readonly infoStmt: Database.Statement;
 
   constructor(private readonly db: Database.Database) {
     this.getStmt = db.prepare('SELECT * FROM docs WHERE id = ?');
@@ -41,6 +46,7 @@ export class DocStore {
     );
     this.appendChunkStmt = db.prepare('INSERT INTO doc_chunks (doc_id, n, data) VALUES (?, ?, ?)');
     this.dropChunksStmt = db.prepare('DELETE FROM doc_chunks WHERE doc_id = ?');
+    this.infoStmt = db.prepare('SELECT id, snapshot_bytes, chunk_bytes, chunks, heads, events FROM docs WHERE id = ?');
     this.listStmt = db.prepare('SELECT id, snapshot_bytes, chunk_bytes, chunks, heads, events FROM docs WHERE id LIKE ? ORDER BY id');
   }
 
@@ -60,24 +66,27 @@ export class DocStore {
    * snapshot is replaced and the chunks dropped; callers compact when the chunks would outgrow
    * the snapshot. Call inside a transaction; durable when that transaction commits.
    */
-  put<T>(id: string, doc: A.Doc<T>, chunk: Uint8Array, events: number, snapshot?: Uint8Array): DocInfo {
+  put(id: string, w: { chunk: Uint8Array; snapshot: Uint8Array | undefined; heads: string[]; events: number }): void {
     const row = this.getStmt.get(id) as DocRow | undefined;
-    const heads = A.getHeads(doc);
-    if (snapshot || !row || !row.snapshot) {
-      const snap = snapshot ?? A.save(doc);
+    const heads = JSON.stringify(w.heads);
+    if (w.snapshot || !row || !row.snapshot) {
+      // A document's first write must be a snapshot: chunks alone start from nothing.
+      const snap = w.snapshot ?? w.chunk;
       this.dropChunksStmt.run(id);
-      this.upsertStmt.run({ id, snapshot: snap, snapshot_bytes: snap.byteLength, chunk_bytes: 0, chunks: 0, heads: JSON.stringify(heads), events });
-      return { id, snapshotBytes: snap.byteLength, chunkBytes: 0, chunks: 0, heads, events };
+      this.upsertStmt.run({ id, snapshot: snap, snapshot_bytes: snap.byteLength, chunk_bytes: 0, chunks: 0, heads, events: w.events });
+      return;
     }
-    if (chunk.byteLength > 0) this.appendChunkStmt.run(id, row.chunks, chunk);
-    const info = { id, snapshot: row.snapshot, snapshot_bytes: row.snapshot_bytes, chunk_bytes: row.chunk_bytes + chunk.byteLength, chunks: row.chunks + (chunk.byteLength > 0 ? 1 : 0), heads: JSON.stringify(heads), events };
-    this.upsertStmt.run(info);
-    return { id, snapshotBytes: info.snapshot_bytes, chunkBytes: info.chunk_bytes, chunks: info.chunks, heads, events };
+    if (w.chunk.byteLength > 0) this.appendChunkStmt.run(id, row.chunks, w.chunk);
+    this.upsertStmt.run({
+      id, snapshot: row.snapshot, snapshot_bytes: row.snapshot_bytes, chunk_bytes: row.chunk_bytes + w.chunk.byteLength,
+      chunks: row.chunks + (w.chunk.byteLength > 0 ? 1 : 0), heads, events: w.events,
+    });
   }
 
   /** What is stored about one document, if it is stored. */
   info(id: string): DocInfo | undefined {
-    return this.list(id).find((d) => d.id === id);
+    const r = this.infoStmt.get(id) as Omit<DocRow, 'snapshot'> | undefined;
+    return r && toInfo(r);
   }
 
   /** The heads stored for a document (empty when it is not stored). */
@@ -88,9 +97,6 @@ export class DocStore {
 
   /** What is stored about the documents whose id starts with `prefix`. */
   list(prefix = ''): DocInfo[] {
-    return (this.listStmt.all(`${prefix}%`) as Omit<DocRow, 'snapshot'>[]).map((r) => ({
-      id: r.id, snapshotBytes: r.snapshot_bytes, chunkBytes: r.chunk_bytes, chunks: r.chunks,
-      heads: JSON.parse(r.heads) as string[], events: r.events,
-    }));
+    return (this.listStmt.all(`${prefix}%`) as Omit<DocRow, 'snapshot'>[]).map(toInfo);
   }
 }

@@ -4,6 +4,9 @@
  */
 import type Database from 'better-sqlite3';
 
+/** The journal sequence number folded into ledger documents so far. */
+export const META_FOLD_SEQ = 'fold.seq';
+
 /** Typed access to the `meta` table. */
 export class Meta {
   private readonly getStmt: Database.Statement;

@@ -7,6 +7,7 @@ import * as A from '@automerge/automerge';
 import { compareEvents } from '../domain/parcel-state.ts';
 import type { ParcelId } from '../domain/ids.ts';
 import { ledgerEvents, type LedgerDoc } from '../sync/ledger.ts';
+import { META_FOLD_SEQ } from './meta.ts';
 import type { Store } from './store.ts';
 
 /** Replaces the views with what the ledger documents hold. Returns counts. Durable on return. */
@@ -32,7 +33,7 @@ export function rebuildViews(store: Store, onProgress?: (done: number, total: nu
     }
     store.views.refreshParcels(parcels);
     const maxSeq = (store.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM events').get() as { s: number }).s;
-    store.meta.set('fold.seq', String(maxSeq));
+    store.meta.set(META_FOLD_SEQ, String(maxSeq));
     return { docs: docs.length, events: events.length, parcels: parcels.size };
   }).immediate();
 }

@@ -4,7 +4,7 @@
  */
 import * as A from '@automerge/automerge';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LedgerFolder } from '../../src/ingest/fold.ts';
+import { commitFold, LedgerFolder } from '../../src/ingest/fold.ts';
 import { asPostId } from '../../src/domain/ids.ts';
 import { rebuildViews } from '../../src/store/rebuild.ts';
 import { Store } from '../../src/store/store.ts';
@@ -49,9 +49,9 @@ describe('ledger folding', () => {
     expect(g.gw.folder.pending()).toBe(0);
     expect(g.gw.folder.foldAll()).toBe(0);
     const docs = g.gw.store.docs.list('ledger/DEMO/');
-    expect(docs.map((d) => d.id)).toEqual(['ledger/DEMO/2026-11-29', 'ledger/DEMO/2026-11-30']);
+    expect(docs.map((d) => d.id)).toEqual(['ledger/DEMO/2026-11-29/0000', 'ledger/DEMO/2026-11-30/0000']);
     expect(docs.reduce((n, d) => n + d.events, 0)).toBe(30);
-    const doc = g.gw.store.docs.load<LedgerDoc>('ledger/DEMO/2026-11-29')!;
+    const doc = g.gw.store.docs.load<LedgerDoc>('ledger/DEMO/2026-11-29/0000')!;
     expect(Object.keys(doc.hours).sort()).toEqual(['08', '09', '10', '11', '12', '13', '14', '15', '16', '17', '18', '19', '20', '21', '22', '23']);
     const events = ledgerEvents(doc);
     expect(events.every((e) => e.post === 'DEMO' && e.item === 'BERAS' && e.qty === 10)).toBe(true);
@@ -60,7 +60,7 @@ describe('ledger folding', () => {
 
   it('appends chunks and compacts them into a snapshot when they outgrow it', async () => {
     const { g } = gatewayAt();
-    const id = 'ledger/DEMO/2026-11-29';
+    const id = 'ledger/DEMO/2026-11-29/0000';
     const seen: { snapshotBytes: number; chunks: number }[] = [];
     for (let round = 0; round < 12; round++) {
       for (let i = 0; i < 5; i++) await scan(g, { code: `PSK1:DEMO:R${round}X${i}`, action: 'receive', id: `c${round}-${i}` });
@@ -86,7 +86,7 @@ describe('ledger folding', () => {
     other.forget();
     await scan(g, { code: 'PSK1:DEMO:C', action: 'receive', id: 'c' });
     expect(g.gw.folder.foldOnce()).toBe(1);
-    const doc = g.gw.store.docs.load<LedgerDoc>('ledger/DEMO/2026-11-29')!;
+    const doc = g.gw.store.docs.load<LedgerDoc>('ledger/DEMO/2026-11-29/0000')!;
     expect(ledgerEvents(doc).map((e) => e.key).sort()).toEqual(['DEMO/api/a', 'DEMO/api/b', 'DEMO/api/c']);
   });
 });
@@ -116,5 +116,36 @@ describe('rebuild', () => {
     // And ingest goes on after a rebuild.
     await scan(g, { code: 'PSK1:DEMO:NEW', action: 'receive', id: 'after' });
     expect(g.gw.folder.foldAll()).toBe(1);
+  });
+});
+
+describe('ledger segments', () => {
+  it('fills bounded segments in order and never writes a full one again', async () => {
+    const { g } = gatewayAt();
+    const folder = new LedgerFolder(g.gw.store, asPostId('DEMO'), g.gw.store.actorId(), 10);
+    for (let i = 0; i < 7; i++) await scan(g, { code: `PSK1:DEMO:S${i}`, action: 'receive', id: `s${i}` });
+    expect(folder.foldOnce()).toBe(7);
+    for (let i = 7; i < 25; i++) await scan(g, { code: `PSK1:DEMO:S${i}`, action: 'receive', id: `s${i}` });
+    expect(folder.foldOnce()).toBe(18);
+    const docs = g.gw.store.docs.list('ledger/DEMO/');
+    expect(docs.map((d) => [d.id, d.events])).toEqual([
+      ['ledger/DEMO/2026-11-29/0000', 10], ['ledger/DEMO/2026-11-29/0001', 10], ['ledger/DEMO/2026-11-29/0002', 5],
+    ]);
+    const all = docs.flatMap((d) => ledgerEvents(g.gw.store.docs.load<LedgerDoc>(d.id)!).map((e) => e.key));
+    expect(all.sort()).toEqual(Array.from({ length: 25 }, (_, i) => `DEMO/api/s${i}`).sort());
+    folder.forget();
+  });
+
+  it('refuses a stale plan when another folder committed first, and redoes it', async () => {
+    const { g } = gatewayAt();
+    await scan(g, { code: 'PSK1:DEMO:X', action: 'receive', id: 'x' });
+    const a = new LedgerFolder(g.gw.store, asPostId('DEMO'), g.gw.store.actorId());
+    const plan = a.prepare()!;
+    expect(g.gw.folder.foldOnce()).toBe(1); // someone else folds first
+    expect(commitFold(g.gw.store, plan)).toBe(false);
+    a.settle(false);
+    expect(a.foldOnce()).toBe(0);
+    expect(g.gw.store.docs.list('ledger/')[0]!.events).toBe(1);
+    a.forget();
   });
 });
