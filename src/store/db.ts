@@ -30,6 +30,8 @@ export function openDb(dataDir: string): Database.Database {
   // land on a scan's commit. The fold worker checkpoints (PASSIVE, beside the writer) after each
   // fold; this larger automatic threshold is only a safety net if it cannot.
   db.pragma('wal_autocheckpoint = 16384');
+  // …and after a checkpoint the WAL file is cut back, so a burst does not leave a huge file on the SD card.
+  db.pragma('journal_size_limit = 16777216');
   db.pragma('foreign_keys = ON');
   migrate(db);
   return db;
