@@ -8,12 +8,13 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import type { Config } from './config/config.ts';
+import { DEFAULT_MQTT_PORT, type Config } from './config/config.ts';
 import { gs1ReferenceYear } from './domain/barcode.ts';
 import { decodeHlc, HybridClock } from './domain/hlc.ts';
 import { asPostId } from './domain/ids.ts';
 import { createApp } from './http/app.ts';
 import { CommitQueue } from './ingest/commit-queue.ts';
+import { DeviceMessages } from './ingest/device-messages.ts';
 import { Ingest } from './ingest/ingest.ts';
 import { LedgerFolder } from './ingest/fold.ts';
 import { FoldRunner } from './ingest/fold-runner.ts';
@@ -21,6 +22,9 @@ import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { newToken } from './store/devices.ts';
 import { Store } from './store/store.ts';
+import { EmbeddedBroker } from './transport/mqtt-broker.ts';
+import { BrokerClient } from './transport/mqtt-client.ts';
+import { gatewayBrokerAccount } from './transport/mosquitto-files.ts';
 
 export const VERSION = '0.1.0';
 
@@ -59,7 +63,12 @@ export class Gateway {
   readonly app: ReturnType<typeof createApp>;
   readonly adminToken: string;
   readonly adminTokenCreated: boolean;
+  readonly devices: DeviceMessages;
   private server: ServerType | undefined;
+  private broker: EmbeddedBroker | undefined;
+  private brokerClient: BrokerClient | undefined;
+  /** The MQTT side as it is: which mode, the bound port, why it is off. */
+  mqtt: { mode: 'embedded' | 'external' | 'off'; port?: number; url?: string; reason?: string } = { mode: 'off' };
   private readonly foldRunner: FoldRunner;
   private readonly startedAt: number;
 
@@ -82,11 +91,17 @@ export class Gateway {
     this.foldRunner = new FoldRunner(this.store, { dataDir: config.dataDir, post: config.postId }, config.foldIntervalMs, opts.log, this.metrics);
     this.ingest = new Ingest({ store: this.store, clock: this.clock, post, newId: randomUUID });
     this.commits = new CommitQueue(this.ingest);
+    this.devices = new DeviceMessages(this.store, this.commits, opts.log, (kind, result) => this.metrics.mqttMessages.inc({ kind, result }));
     this.app = createApp({
       store: this.store, ingest: this.commits, metrics: this.metrics, log: opts.log, post: config.postId,
       role: config.role, version: VERSION, adminToken: this.adminToken, maxBodyBytes: config.maxBodyBytes,
       referenceYear: () => gs1ReferenceYear(this.clock),
-      health: () => ({ pendingFold: this.folder.pending(), uptimeS: Math.round((now() - this.startedAt) / 1000) }),
+      clockWall: () => this.clock.currentWall(),
+      health: () => ({
+        pendingFold: this.folder.pending(),
+        uptimeS: Math.round((now() - this.startedAt) / 1000),
+        mqtt: { ...this.mqtt, ...(this.brokerClient ? { connected: this.brokerClient.isConnected() } : {}) },
+      }),
     });
   }
 
@@ -103,8 +118,40 @@ export class Gateway {
       http.headersTimeout = 66_000;
       this.server = server;
     });
-    this.opts.log.info('gateway started', { post: this.config.postId, role: this.config.role, port, dataDir: this.config.dataDir });
+    await this.startMqtt();
+    this.opts.log.info('gateway started', { post: this.config.postId, role: this.config.role, port, mqtt: this.mqtt, dataDir: this.config.dataDir });
     return port;
+  }
+
+  /**
+   * Starts the MQTT side: a client of the external broker when `mqttUrl` is set, else the embedded
+   * broker. A busy default port (another broker already runs here) only warns: HTTP still serves.
+   */
+  private async startMqtt(): Promise<void> {
+    const { config } = this;
+    const log = this.opts.log;
+    const refused = (reason: string) => this.metrics.mqttRefused.inc({ reason });
+    if (config.mqttUrl) {
+      const account = gatewayBrokerAccount(this.store, config.postId);
+      this.brokerClient = new BrokerClient({
+        post: config.postId, url: config.mqttUrl, username: config.mqttUsername ?? account.username,
+        password: config.mqttPassword ?? account.password, messages: this.devices, log,
+      });
+      await this.brokerClient.start();
+      this.mqtt = { mode: 'external', url: config.mqttUrl.replace(/\/\/[^@/]*@/, '//') };
+      return;
+    }
+    const broker = new EmbeddedBroker({ post: config.postId, store: this.store, messages: this.devices, log, refused });
+    try {
+      const port = await broker.start(config.mqttHost, config.mqttPort ?? DEFAULT_MQTT_PORT);
+      this.broker = broker;
+      this.mqtt = { mode: 'embedded', port };
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (config.mqttPort !== undefined || code !== 'EADDRINUSE') throw e;
+      this.mqtt = { mode: 'off', reason: `port ${DEFAULT_MQTT_PORT} is in use (another MQTT broker?); set --mqtt-port or MQTT_URL` };
+      log.warn('embedded MQTT broker not started', { reason: this.mqtt.reason });
+    }
   }
 
   /**
@@ -125,6 +172,10 @@ export class Gateway {
 
   /** Stops in reverse order: no new requests, fold what is pending, close the database. */
   async stop(): Promise<void> {
+    await this.broker?.stop();
+    await this.brokerClient?.stop();
+    this.broker = undefined;
+    this.brokerClient = undefined;
     const server = this.server;
     this.server = undefined;
     if (server) {

@@ -10,8 +10,11 @@ import { runCommand } from './cli/commands.ts';
 const HELP = `posko: sync gateway for disaster-logistics command posts
 
 Usage:
-  posko start [options]              start the gateway (HTTP API, ledger folding)
-  posko devices add <name> [--json]  register a scanner or phone; prints its token once
+  posko start [options]              start the gateway (HTTP API, MQTT broker, ledger folding)
+  posko devices add <name> [--action <kind>] [--json]
+                                     register a scanner or phone; prints its token (HTTP bearer
+                                     token and MQTT password) once; --action: what a bare
+                                     barcode from it records (default receive)
   posko devices list [--json]        list devices
   posko devices revoke <id>          revoke a device's token
   posko barcode parse <code>         parse a scanned code, print JSON (exit 2 when invalid)
@@ -29,7 +32,7 @@ async function main(argv: string[]): Promise<number> {
   );
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { ...options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+    parsed = parseArgs({ args: argv, options: { ...options, json: { type: 'boolean' }, action: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
   } catch (e) {
     process.stderr.write(`${(e as Error).message}\n\n${HELP}`);
     return 2;
@@ -51,7 +54,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`posko: ${(e as Error).message}\n`);
     return 2;
   }
-  return runCommand(positionals, config, { json: values.json === true });
+  return runCommand(positionals, config, { json: values.json === true, action: values.action });
 }
 
 main(process.argv.slice(2)).then(

@@ -12,6 +12,8 @@ export interface Metrics {
   httpRequests: client.Counter<'method' | 'route' | 'status'>;
   httpDuration: client.Histogram<'route'>;
   folded: client.Counter;
+  mqttMessages: client.Counter<'kind' | 'result'>;
+  mqttRefused: client.Counter<'reason'>;
   foldErrors: client.Counter;
 }
 
@@ -30,5 +32,7 @@ export function createMetrics(gauges: { pendingFold: () => number; events: () =>
   new client.Gauge({ name: 'posko_fold_pending', help: 'Events committed but not yet folded into documents', registers: [registry], collect() { this.set(gauges.pendingFold()); } });
   new client.Gauge({ name: 'posko_events', help: 'Events in the journal', registers: [registry], collect() { this.set(gauges.events()); } });
   new client.Gauge({ name: 'posko_parcels', help: 'Parcels known', registers: [registry], collect() { this.set(gauges.parcels()); } });
-  return { registry, scans, httpRequests, httpDuration, folded, foldErrors };
+  const mqttMessages = new client.Counter({ name: 'posko_mqtt_messages_total', help: 'Device MQTT messages by kind (scan, status) and result', labelNames: ['kind', 'result'], registers: [registry] });
+  const mqttRefused = new client.Counter({ name: 'posko_mqtt_refused_total', help: 'Refused MQTT connections, publishes and subscriptions, by reason', labelNames: ['reason'], registers: [registry] });
+  return { registry, scans, httpRequests, httpDuration, folded, foldErrors, mqttMessages, mqttRefused };
 }

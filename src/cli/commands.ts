@@ -11,9 +11,11 @@ import { LedgerFolder } from '../ingest/fold.ts';
 import { createLogger } from '../log.ts';
 import { rebuildViews } from '../store/rebuild.ts';
 import { Store } from '../store/store.ts';
+import { deviceTopics } from '../domain/device-protocol.ts';
+import { writeMosquittoFiles } from '../transport/mosquitto-files.ts';
 
 /** Output options. */
-export interface CliOptions { json: boolean }
+export interface CliOptions { json: boolean; action?: string | undefined }
 
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
 const err = (s: string) => process.stderr.write(s.endsWith('\n') ? s : s + '\n');
@@ -46,6 +48,8 @@ async function start(config: Config): Promise<number> {
   } else if (!config.adminToken) {
     lines.push(`admin token: in ${config.dataDir}/admin-token`);
   }
+  const m = gw.mqtt;
+  lines.push(m.mode === 'embedded' ? `MQTT broker for devices on port ${m.port}` : m.mode === 'external' ? `MQTT: connected to ${m.url}` : `MQTT off: ${m.reason}`);
   lines.push(`posko ${config.role} ${config.postId} listening on ${url}  (data: ${config.dataDir})`);
   out(lines.join('\n'));
   let stopping = false;
@@ -74,9 +78,17 @@ function devices(sub: string | undefined, rest: string[], config: Config, opts: 
         case 'add': {
           const name = rest.join(' ');
           if (!name) { err('usage: posko devices add <name>'); return 2; }
-          const { device, token } = store.devices.add(name);
-          if (opts.json) out(JSON.stringify({ ...device, token }));
-          else out(`device ${device.id} added. Its token (shown once, keep it on the device):\n  ${token}`);
+          const { device, token } = store.devices.add(name, { defaultAction: opts.action });
+          const files = writeMosquittoFiles(store, config.postId);
+          const topics = deviceTopics(config.postId, device.id);
+          if (opts.json) out(JSON.stringify({ ...device, token, mqttUsername: device.id, mqttPassword: token, topics }));
+          else {
+            out(`device ${device.id} added (bare barcodes mean "${device.defaultAction}"). Its token, shown once, keep it on the device:`);
+            out(`  ${token}`);
+            out(`HTTP: Authorization: Bearer <token>.  MQTT: username ${device.id}, password <token>;`);
+            out(`  publish scans to ${topics.scan}, read acks on ${topics.ack}, status on ${topics.status}`);
+            out(`external Mosquitto files updated: ${files.passwd}, ${files.acl} (reload Mosquitto to apply)`);
+          }
           return 0;
         }
         case 'list': {
@@ -90,6 +102,7 @@ function devices(sub: string | undefined, rest: string[], config: Config, opts: 
           const id = rest[0];
           if (!id) { err('usage: posko devices revoke <id>'); return 2; }
           const d = store.devices.revoke(id);
+          writeMosquittoFiles(store, config.postId);
           if (opts.json) out(JSON.stringify(d));
           else out(`device ${d.id} revoked at ${d.revokedAt}`);
           return 0;

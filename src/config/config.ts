@@ -21,12 +21,19 @@ export const ConfigSchema = z.strictObject({
   foldIntervalMs: z.coerce.number().int().min(100).max(3_600_000).default(3000),
   maxBodyBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
   logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  /** Port of the embedded MQTT broker; unset: 1883, and a busy 1883 only warns (another broker runs). */
+  mqttPort: port.optional(),
+  mqttHost: z.string().min(1).default('0.0.0.0'),
+  /** An external broker (`mqtt://host:1883`): the gateway connects to it instead of embedding one. */
+  mqttUrl: z.string().regex(/^mqtts?:\/\/[^\s]+$/, 'an mqtt:// or mqtts:// URL').optional(),
+  mqttUsername: z.string().min(1).optional(),
+  mqttPassword: z.string().min(1).optional(),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;
 
 /** Each setting's flag and environment variable, for messages and parsing. */
-export const SETTINGS: Record<keyof Config, { flag: string; env: string }> = {
+export const SETTINGS: Record<keyof Config, { flag: string; env: string; alias?: string }> = {
   dataDir: { flag: '--data-dir', env: 'POSKO_DATA_DIR' },
   httpPort: { flag: '--http-port', env: 'POSKO_HTTP_PORT' },
   httpHost: { flag: '--http-host', env: 'POSKO_HTTP_HOST' },
@@ -36,7 +43,15 @@ export const SETTINGS: Record<keyof Config, { flag: string; env: string }> = {
   foldIntervalMs: { flag: '--fold-interval-ms', env: 'POSKO_FOLD_INTERVAL_MS' },
   maxBodyBytes: { flag: '--max-body-bytes', env: 'POSKO_MAX_BODY_BYTES' },
   logLevel: { flag: '--log-level', env: 'POSKO_LOG_LEVEL' },
+  mqttPort: { flag: '--mqtt-port', env: 'POSKO_MQTT_PORT' },
+  mqttHost: { flag: '--mqtt-host', env: 'POSKO_MQTT_HOST' },
+  mqttUrl: { flag: '--mqtt-url', env: 'POSKO_MQTT_URL', alias: 'MQTT_URL' },
+  mqttUsername: { flag: '--mqtt-username', env: 'POSKO_MQTT_USERNAME' },
+  mqttPassword: { flag: '--mqtt-password', env: 'POSKO_MQTT_PASSWORD' },
 };
+
+/** The embedded broker's port when none is set. */
+export const DEFAULT_MQTT_PORT = 1883;
 
 /**
  * Builds the configuration from the environment and flags (flags win). Throws a VALIDATION
@@ -44,8 +59,8 @@ export const SETTINGS: Record<keyof Config, { flag: string; env: string }> = {
  */
 export function loadConfig(env: Record<string, string | undefined>, flags: Partial<Record<keyof Config, string>>): Config {
   const input: Record<string, string> = {};
-  for (const [key, s] of Object.entries(SETTINGS) as [keyof Config, { env: string }][]) {
-    const v = flags[key] ?? env[s.env];
+  for (const [key, s] of Object.entries(SETTINGS) as [keyof Config, { env: string; alias?: string }][]) {
+    const v = flags[key] ?? env[s.env] ?? (s.alias ? env[s.alias] : undefined);
     if (v !== undefined && v !== '') input[key] = v;
   }
   const r = ConfigSchema.safeParse(input);

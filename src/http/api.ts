@@ -4,6 +4,7 @@
 import { Hono } from 'hono';
 import { parseBarcode } from '../domain/barcode.ts';
 import { PoskoError } from '../domain/errors.ts';
+import { encodeHlc } from '../domain/hlc.ts';
 import { MAX_BATCH, ScanBatchSchema, ScanInputSchema, type ScanInput } from '../domain/events.ts';
 import type { CommitQueue } from '../ingest/commit-queue.ts';
 import type { ScanResult } from '../ingest/ingest.ts';
@@ -21,6 +22,8 @@ export interface ApiDeps {
   metrics: Metrics;
   post: string;
   role: string;
+  /** The gateway clock's current wall time (HLC-backed: never behind what it has issued). */
+  clockWall: () => number;
   /** The reference year for GS1 dates: the gateway's HLC year. */
   referenceYear: () => number;
 }
@@ -81,6 +84,12 @@ export function apiRoutes(deps: ApiDeps): Hono<AuthEnv> {
   api.post('/barcodes/parse', async (c) => {
     const { code } = validate(ParseBody, await readJson(c), 'body');
     return c.json(parseBarcode(code, { referenceYear: deps.referenceYear() }));
+  });
+
+  api.get('/devices', (c) => {
+    const wall = deps.clockWall();
+    const midnight = wall - (wall % 86_400_000);
+    return c.json({ devices: store.queries.devices(store.devices.list(), encodeHlc({ wall: midnight, counter: 0 })) });
   });
 
   api.get('/openapi.json', (c) => c.json(openApiDocument()));

@@ -26,6 +26,7 @@ export interface AppDeps {
   adminToken: string;
   maxBodyBytes: number;
   referenceYear: () => number;
+  clockWall: () => number;
   /** Extra health facts (pending fold, uptime…). */
   health: () => Record<string, unknown>;
 }

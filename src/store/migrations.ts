@@ -112,6 +112,24 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    name: 'device MQTT credentials, default action and status',
+    sql: `
+      -- The device's token hashed the way Mosquitto checks passwords (PBKDF2-SHA512, "$7$"), so
+      -- posko can write a password file for an external broker without keeping the token.
+      ALTER TABLE devices ADD COLUMN mqtt_hash TEXT;
+      -- What a bare barcode from this device means (a checkpoint scanner: "checkpoint").
+      ALTER TABLE devices ADD COLUMN default_action TEXT NOT NULL DEFAULT 'receive';
+      ALTER TABLE devices ADD COLUMN online INTEGER;
+      ALTER TABLE devices ADD COLUMN firmware TEXT;
+      ALTER TABLE devices ADD COLUMN battery REAL;
+      ALTER TABLE devices ADD COLUMN status TEXT;
+      ALTER TABLE devices ADD COLUMN status_at TEXT;
+      ALTER TABLE devices ADD COLUMN last_scan_at TEXT;
+      CREATE INDEX events_device_hlc ON events (device, hlc);
+    `,
+  },
 ];
 
 /** Applies every migration newer than the database's `user_version`. Returns the versions applied. */

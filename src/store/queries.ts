@@ -110,6 +110,15 @@ export class Queries {
     return { events, next: last ? String(last.seq) : null };
   }
 
+  /**
+   * Devices with what an operator wants to see: last seen, last scan, scans today (since UTC
+   * midnight of the gateway's clock), firmware, battery, online (from status and last will).
+   */
+  devices<D extends { id: string }>(list: D[], todayStartHlc: string): (D & { scansToday: number })[] {
+    const stmt = this.db.prepare('SELECT count(*) AS n FROM events WHERE device = ? AND hlc >= ?');
+    return list.map((d) => ({ ...d, scansToday: (stmt.get(d.id, todayStartHlc) as { n: number }).n }));
+  }
+
   /** Row counts of the views, for health and metrics. */
   counts(): { events: number; parcels: number; stockLines: number } {
     const one = (sql: string) => (this.db.prepare(sql).get() as { n: number }).n;

@@ -8,16 +8,17 @@ import { resolve } from 'node:path';
 export const ROOT = resolve(import.meta.dirname, '../..');
 const MAIN = resolve(ROOT, 'src/main.ts');
 
-/** A gateway child process and its HTTP base URL. */
+/** A gateway child process, its HTTP base URL and MQTT port (when the embedded broker runs). */
 export interface ChildGateway {
   proc: ChildProcess;
   url: string;
+  mqttPort: number | undefined;
   output: () => string;
 }
 
 /** Starts `posko start` with the given extra arguments and waits until it listens. */
 export async function startChild(args: string[], env: Record<string, string> = {}): Promise<ChildGateway> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', MAIN, 'start', '--http-port', '0', '--http-host', '127.0.0.1', '--log-level', 'warn', ...args], {
+  const proc = spawn(process.execPath, ['--import', 'tsx', MAIN, 'start', '--http-port', '0', '--http-host', '127.0.0.1', '--mqtt-port', '0', '--mqtt-host', '127.0.0.1', '--log-level', 'warn', ...args], {
     cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -32,7 +33,8 @@ export async function startChild(args: string[], env: Record<string, string> = {
     proc.stdout!.on('data', check);
     proc.once('exit', (code) => { clearTimeout(timer); rej(new Error(`gateway exited with ${code}:\n${out}`)); });
   });
-  return { proc, url, output: () => out };
+  const mqtt = /MQTT broker for devices on port (\d+)/.exec(out);
+  return { proc, url, mqttPort: mqtt ? Number(mqtt[1]) : undefined, output: () => out };
 }
 
 /** Kills a child with SIGKILL (no chance to flush anything) and waits for it to be gone. */

@@ -18,7 +18,7 @@ export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
 /** A config for tests: temp data dir, port 0, known admin token, quiet logs. */
 export function testConfig(dataDir: string, overrides: Partial<Record<keyof Config, string>> = {}): Config {
-  return loadConfig({}, { dataDir, httpPort: '0', httpHost: '127.0.0.1', adminToken: ADMIN_TOKEN, logLevel: 'silent', foldIntervalMs: '3600000', ...overrides });
+  return loadConfig({}, { dataDir, httpPort: '0', httpHost: '127.0.0.1', adminToken: ADMIN_TOKEN, logLevel: 'silent', foldIntervalMs: '3600000', mqttPort: '0', mqttHost: '127.0.0.1', ...overrides });
 }
 
 /** A gateway under test, with helpers to call it. */
