@@ -5,7 +5,7 @@
  */
 import { serve, type ServerType } from '@hono/node-server';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { DEFAULT_MQTT_PORT, type Config } from './config/config.ts';
@@ -21,6 +21,7 @@ import { FoldRunner } from './ingest/fold-runner.ts';
 import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { newToken } from './store/devices.ts';
+import { pidPath } from './store/backup.ts';
 import { Store } from './store/store.ts';
 import { EmbeddedBroker } from './transport/mqtt-broker.ts';
 import { BrokerClient } from './transport/mqtt-client.ts';
@@ -119,6 +120,7 @@ export class Gateway {
       this.server = server;
     });
     await this.startMqtt();
+    writeFileSync(pidPath(this.config.dataDir), `${process.pid}\n`);
     this.opts.log.info('gateway started', { post: this.config.postId, role: this.config.role, port, mqtt: this.mqtt, dataDir: this.config.dataDir });
     return port;
   }
@@ -187,6 +189,7 @@ export class Gateway {
     await this.foldRunner.stop();
     this.foldNow();
     this.folder.forget();
+    rmSync(pidPath(this.config.dataDir), { force: true });
     this.store.close();
     this.opts.log.info('gateway stopped', { post: this.config.postId });
   }

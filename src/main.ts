@@ -19,6 +19,8 @@ Usage:
   posko devices revoke <id>          revoke a device's token
   posko barcode parse <code>         parse a scanned code, print JSON (exit 2 when invalid)
   posko rebuild                      fold pending events, rebuild the views from the documents
+  posko backup <dir>                 consistent copy of the database while it runs (keeps 7)
+  posko restore <file|dir>           put a backup back (the gateway must be stopped)
 
 Options (each also as an environment variable):
 ${(Object.keys(SETTINGS) as (keyof Config)[]).map((k) => `  ${SETTINGS[k].flag.padEnd(22)} ${SETTINGS[k].env}`).join('\n')}

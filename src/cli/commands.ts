@@ -9,6 +9,7 @@ import type { Config } from '../config/config.ts';
 import { Gateway } from '../gateway.ts';
 import { LedgerFolder } from '../ingest/fold.ts';
 import { createLogger } from '../log.ts';
+import { backupTo, restoreFrom } from '../store/backup.ts';
 import { rebuildViews } from '../store/rebuild.ts';
 import { Store } from '../store/store.ts';
 import { deviceTopics } from '../domain/device-protocol.ts';
@@ -28,6 +29,8 @@ export async function runCommand(args: string[], config: Config, opts: CliOption
     case 'devices': return devices(sub, rest, config, opts);
     case 'barcode': return barcode(sub, rest);
     case 'rebuild': return rebuild(config, opts);
+    case 'backup': return backup(sub, config, opts);
+    case 'restore': return restore(sub, config, opts);
     default:
       err(`posko: unknown command "${cmd}"; see posko --help`);
       return 2;
@@ -137,4 +140,33 @@ function rebuild(config: Config, opts: CliOptions): number {
     else out(`\nrebuilt from ${r.docs} documents: ${r.events} events, ${r.parcels} parcels (folded ${folded} pending first)`);
     return 0;
   });
+}
+
+async function backup(dir: string | undefined, config: Config, opts: CliOptions): Promise<number> {
+  if (!dir) { err('usage: posko backup <dir>'); return 2; }
+  const store = Store.open(config.dataDir);
+  try {
+    const r = await backupTo(store, config.postId, dir, { onProgress: (pct) => { if (!opts.json && process.stderr.isTTY) process.stderr.write(`\rbackup ${pct}%`); } });
+    if (opts.json) out(JSON.stringify(r));
+    else out(`\nbackup written: ${r.file} (${Math.round(r.bytes / 1024)} KiB)`);
+    return 0;
+  } catch (e) {
+    if (isPoskoError(e)) { err(`posko: ${e.code}: ${e.message}`); return 1; }
+    throw e;
+  } finally {
+    store.close();
+  }
+}
+
+function restore(path: string | undefined, config: Config, opts: CliOptions): number {
+  if (!path) { err('usage: posko restore <backup file or dir>'); return 2; }
+  try {
+    const r = restoreFrom(path, config.dataDir);
+    if (opts.json) out(JSON.stringify(r));
+    else out(`restored ${r.file} into ${config.dataDir} (${r.events} events); the previous database is kept as posko.db.before-restore`);
+    return 0;
+  } catch (e) {
+    if (isPoskoError(e)) { err(`posko: ${e.code}: ${e.message}`); return 1; }
+    throw e;
+  }
 }
