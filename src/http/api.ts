@@ -18,6 +18,7 @@ import { readJson, readQuery, validate } from './validate.ts';
 /** What the API routes need. */
 export interface ApiDeps {
   store: Store;
+  /** Where scans go: the group-commit queue in front of ingest. */
   ingest: CommitQueue;
   metrics: Metrics;
   post: string;

@@ -5,28 +5,17 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { PoskoError } from '../domain/errors.ts';
-import type { CommitQueue } from '../ingest/commit-queue.ts';
 import type { Logger } from '../log.ts';
-import type { Metrics } from '../metrics.ts';
-import type { Store } from '../store/store.ts';
-import { apiRoutes } from './api.ts';
+import { apiRoutes, type ApiDeps } from './api.ts';
 import { bearerAuth, type AuthEnv } from './auth.ts';
 import { errorResponse, toPoskoError } from './errors.ts';
 
-/** Everything the HTTP app needs. */
-export interface AppDeps {
-  store: Store;
-  /** Where scans go: the group-commit queue in front of ingest. */
-  ingest: CommitQueue;
-  metrics: Metrics;
+/** Everything the HTTP app needs: what the API routes need, and more. */
+export interface AppDeps extends ApiDeps {
   log: Logger;
-  post: string;
-  role: string;
   version: string;
   adminToken: string;
   maxBodyBytes: number;
-  referenceYear: () => number;
-  clockWall: () => number;
   /** Extra health facts (pending fold, uptime…). */
   health: () => Record<string, unknown>;
 }
