@@ -21,6 +21,8 @@ Usage:
   posko rebuild                      fold pending events, rebuild the views from the documents
   posko backup <dir>                 consistent copy of the database while it runs (keeps 7)
   posko restore <file|dir>           put a backup back (the gateway must be stopped)
+  posko mosquitto-files              write an external Mosquitto's password and ACL files
+                                     (<data-dir>/mosquitto/; devices add/revoke also do)
 
 Options (each also as an environment variable):
 ${(Object.keys(SETTINGS) as (keyof Config)[]).map((k) => `  ${SETTINGS[k].flag.padEnd(22)} ${SETTINGS[k].env}`).join('\n')}

@@ -31,6 +31,7 @@ export async function runCommand(args: string[], config: Config, opts: CliOption
     case 'rebuild': return rebuild(config, opts);
     case 'backup': return backup(sub, config, opts);
     case 'restore': return restore(sub, config, opts);
+    case 'mosquitto-files': return mosquittoFiles(config, opts);
     default:
       err(`posko: unknown command "${cmd}"; see posko --help`);
       return 2;
@@ -169,4 +170,13 @@ function restore(path: string | undefined, config: Config, opts: CliOptions): nu
     if (isPoskoError(e)) { err(`posko: ${e.code}: ${e.message}`); return 1; }
     throw e;
   }
+}
+
+function mosquittoFiles(config: Config, opts: CliOptions): number {
+  return withStore(config, (store) => {
+    const files = writeMosquittoFiles(store, config.postId);
+    if (opts.json) out(JSON.stringify(files));
+    else out(`Mosquitto files written: ${files.passwd}, ${files.acl}`);
+    return 0;
+  });
 }

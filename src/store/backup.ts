@@ -56,8 +56,9 @@ export async function backupTo(store: Store, post: string, dir: string, opts: { 
   checkIntegrity(tmp);
   renameSync(tmp, file);
   const keep = opts.keep ?? 7;
-  const mine = readdirSync(dir).filter((f) => NAME_RE.test(f) && f.startsWith(`posko-${post}-`)).sort();
-  for (const old of mine.slice(0, Math.max(0, mine.length - keep))) rmSync(join(dir, old), { force: true });
+  // Names sort by wall time, which a Pi without RTC may have reset: never prune the file just made.
+  const others = readdirSync(dir).filter((f) => NAME_RE.test(f) && f.startsWith(`posko-${post}-`) && f !== basename(file)).sort();
+  for (const old of others.slice(0, Math.max(0, others.length - (keep - 1)))) rmSync(join(dir, old), { force: true });
   return { file, bytes: statSync(file).size };
 }
 
