@@ -15,11 +15,12 @@
  *
  * Exclusive access: a scanner is also a keyboard, so without EVIOCGRAB its codes would be typed
  * into the console login or the desktop too. Node has no ioctl; `evgrab.c` (next to this file) is a
- * tiny helper that opens the device, grabs it and copies the raw events to stdout. `EvdevSource`
- * spawns it when it is built, and otherwise reads the device directly with a logged warning.
+ * tiny helper that opens the device, grabs it and copies the raw events to stdout. `openEvdev`
+ * spawns it when it is built, and otherwise reads the device directly; `EvdevSource` logs which.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, createReadStream, type ReadStream } from 'node:fs';
+import { spawn, execFile } from 'node:child_process';
+import { accessSync, constants, createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { silentLogger, type BridgeLogger } from './log.ts';
 
@@ -297,6 +298,89 @@ export function isExecutable(path: string): boolean {
   try { accessSync(path, constants.X_OK); return true; } catch { return false; }
 }
 
+/** An opened input device: its raw event bytes, and how it is held. */
+export interface OpenedEvdev {
+  /** `grab`: exclusive through evgrab; `direct`: plain read (keys also reach the console). */
+  mode: 'grab' | 'direct';
+  /** Why it is not grabbed (direct mode): the helper is missing, or the grab was refused. */
+  fallback?: 'no-helper' | 'grab-refused';
+  /** The helper's explanation when the grab was refused. */
+  reason?: string;
+  /** The raw `struct input_event` bytes. */
+  stream: Readable;
+  /** Resolves with a reason once the device stops delivering (unplugged, helper exited…). */
+  closed: Promise<string>;
+  /** Releases the device (ends the grab). */
+  close(): void;
+}
+
+/**
+ * Opens an input device for reading, exclusively when possible: spawns the evgrab helper (which
+ * opens it and issues EVIOCGRAB) and resolves once the grab holds. Falls back to reading the
+ * device directly when the helper is not built or the grab is refused (`fallback` says which).
+ * Rejects when the device cannot be opened at all (missing, no permission).
+ */
+export function openEvdev(path: string, opts: { grabHelper?: string; highWaterMark?: number; log?: BridgeLogger } = {}): Promise<OpenedEvdev> {
+  const log = opts.log ?? silentLogger;
+  const helper = opts.grabHelper ?? EVGRAB_DEFAULT_BINARY;
+  if (!isExecutable(helper)) return openDirect(path, opts.highWaterMark, 'no-helper');
+  return new Promise<OpenedEvdev>((resolve, reject) => {
+    const child = spawn(helper, [path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let settled = false;
+    let stderr = '';
+    let lastError = '';
+    const closed = new Promise<string>((r) => child.once('close', (code, signal) => r(lastError || `evgrab exited (${code ?? signal})`)));
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
+      stderr += chunk;
+      let nl: number;
+      while ((nl = stderr.indexOf('\n')) >= 0) {
+        const line = stderr.slice(0, nl);
+        stderr = stderr.slice(nl + 1);
+        if (!line) continue;
+        if (line.startsWith('evgrab: grabbed')) {
+          if (!settled) {
+            settled = true;
+            resolve({ mode: 'grab', stream: child.stdout!, closed, close: () => { child.kill('SIGTERM'); } });
+          }
+        } else {
+          lastError = line;
+          log.debug('evgrab', { message: line }); // callers report it (rejection, fallback reason, closed)
+        }
+      }
+    });
+    child.once('error', (e) => {
+      // Could not even start the helper (wrong architecture…): read directly.
+      if (settled) return;
+      settled = true;
+      log.warn('evgrab could not run', { error: e.message });
+      openDirect(path, opts.highWaterMark, 'grab-refused', e.message).then(resolve, reject);
+    });
+    child.once('close', (code) => { // after stderr was read to the end: lastError is complete
+      if (settled) return;
+      settled = true;
+      if (code === EVGRAB_EXIT.GRAB) openDirect(path, opts.highWaterMark, 'grab-refused', lastError).then(resolve, reject);
+      else reject(new Error(lastError || `evgrab exited with ${code}`));
+    });
+  });
+}
+
+function openDirect(path: string, highWaterMark = 24 * 64, fallback: 'no-helper' | 'grab-refused', reason?: string): Promise<OpenedEvdev> {
+  return new Promise<OpenedEvdev>((resolve, reject) => {
+    const stream = createReadStream(path, { highWaterMark });
+    stream.on('error', () => {}); // reported through `closed` (or the rejection below)
+    const closed = new Promise<string>((r) => {
+      stream.once('error', (e) => r(e.message));
+      stream.once('end', () => r('end of file'));
+    });
+    stream.once('error', reject); // before 'open': cannot open
+    stream.once('open', () => {
+      stream.off('error', reject);
+      resolve({ mode: 'direct', fallback, ...(reason ? { reason } : {}), stream, closed, close: () => { stream.destroy(); } });
+    });
+  });
+}
+
 /** Settings of an evdev source. */
 export interface EvdevSourceOptions extends EvdevDecodeOptions {
   /** The event device, e.g. `/dev/input/by-id/usb-…-event-kbd`. */
@@ -309,19 +393,18 @@ export interface EvdevSourceOptions extends EvdevDecodeOptions {
 }
 
 /**
- * Reads a keyboard-wedge scanner: spawns the evgrab helper (exclusive access) or, when it is not
- * built or cannot grab, reads the device directly. Reopens the device when it goes away.
+ * Reads a keyboard-wedge scanner through `openEvdev` (exclusive when the helper is built) and
+ * feeds the decoder; reopens the device when it goes away, until `stop`.
  */
 export class EvdevSource {
   private readonly decoder: EvdevDecoder;
   private readonly log: BridgeLogger;
-  private child: ChildProcess | undefined;
-  private stream: ReadStream | undefined;
+  private device: OpenedEvdev | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopped = true;
-  private grabFailed = false;
+  private generation = 0;
   private warnedNoHelper = false;
-  private unavailableSince: number | undefined;
+  private outage = false;
   /** How the device is read now: 'grab' (exclusive), 'direct', or undefined (closed). */
   mode: 'grab' | 'direct' | undefined;
 
@@ -339,37 +422,40 @@ export class EvdevSource {
   /** Closes the device and stops reopening it. */
   stop(): void {
     this.stopped = true;
+    this.generation++;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    this.child?.kill('SIGTERM');
-    this.child = undefined;
-    this.stream?.destroy();
-    this.stream = undefined;
+    this.device?.close();
+    this.device = undefined;
     this.mode = undefined;
-  }
-
-  private helper(): string | undefined {
-    const h = this.opts.grabHelper ?? EVGRAB_DEFAULT_BINARY;
-    return isExecutable(h) ? h : undefined;
   }
 
   private open(): void {
     if (this.stopped) return;
-    this.decoder.reset();
-    const helper = this.grabFailed ? undefined : this.helper();
-    if (helper) this.openGrabbed(helper);
-    else {
-      if (!this.grabFailed && !this.warnedNoHelper) {
-        this.warnedNoHelper = true;
-        this.log.warn('evgrab helper not built: reading the scanner without exclusive access (its codes are also typed into the console); build it with `cc -O2 -o firmware-bridge/bridge/evgrab firmware-bridge/bridge/evgrab.c`', { helper: this.opts.grabHelper ?? EVGRAB_DEFAULT_BINARY });
-      }
-      this.openDirect();
-    }
-  }
-
-  private opened(mode: 'grab' | 'direct'): void {
-    this.mode = mode;
-    this.unavailableSince = undefined;
+    const gen = ++this.generation;
+    const path = this.opts.path;
+    openEvdev(path, { highWaterMark: this.decoder.eventSize * 64, log: this.log, ...(this.opts.grabHelper ? { grabHelper: this.opts.grabHelper } : {}) }).then(
+      (dev) => {
+        if (gen !== this.generation) { dev.close(); return; }
+        this.device = dev;
+        this.mode = dev.mode;
+        this.outage = false;
+        this.decoder.reset();
+        if (dev.mode === 'grab') this.log.info('scanner grabbed (exclusive access)', { device: path });
+        else if (dev.fallback === 'grab-refused') this.log.warn('EVIOCGRAB failed: reading the scanner without exclusive access (its codes are also typed into the console)', { device: path, reason: dev.reason });
+        else if (!this.warnedNoHelper) {
+          this.warnedNoHelper = true;
+          this.log.warn('evgrab helper not built: reading the scanner without exclusive access (its codes are also typed into the console); build it with `cc -O2 -o firmware-bridge/bridge/evgrab firmware-bridge/bridge/evgrab.c`', { device: path, helper: this.opts.grabHelper ?? EVGRAB_DEFAULT_BINARY });
+        } else this.log.info('scanner opened (not grabbed)', { device: path });
+        dev.stream.on('data', (b: Buffer) => this.decoder.push(b));
+        void dev.closed.then((why) => {
+          if (gen !== this.generation) return;
+          this.device = undefined;
+          this.reopenLater(why);
+        });
+      },
+      (e: unknown) => { if (gen === this.generation) this.reopenLater((e as Error).message); },
+    );
   }
 
   private reopenLater(why: string): void {
@@ -377,61 +463,10 @@ export class EvdevSource {
     if (this.stopped || this.timer) return;
     const ms = this.opts.reopenMs ?? 2000;
     // Warn once per outage (an unplugged scanner would otherwise fill the journal), then debug.
-    if (this.unavailableSince === undefined) {
-      this.unavailableSince = Date.now();
+    if (!this.outage) {
+      this.outage = true;
       this.log.warn('scanner unavailable; retrying', { device: this.opts.path, why, retryMs: ms });
     } else this.log.debug('scanner still unavailable', { device: this.opts.path, why });
     this.timer = setTimeout(() => { this.timer = undefined; this.open(); }, ms);
-  }
-
-  private openGrabbed(helper: string): void {
-    const child = spawn(helper, [this.opts.path], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    let stderr = '';
-    child.stdout!.on('data', (b: Buffer) => this.decoder.push(b));
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (s: string) => {
-      stderr += s;
-      let nl: number;
-      while ((nl = stderr.indexOf('\n')) >= 0) {
-        const line = stderr.slice(0, nl);
-        stderr = stderr.slice(nl + 1);
-        if (line.startsWith('evgrab: grabbed')) { this.opened('grab'); this.log.info('scanner grabbed (exclusive access)', { device: this.opts.path }); }
-        else if (line) this.log.warn('evgrab', { message: line });
-      }
-    });
-    child.on('error', (e) => {
-      this.log.warn('evgrab could not run: reading directly', { error: e.message });
-      this.grabFailed = true;
-      if (this.child === child) { this.child = undefined; this.open(); }
-    });
-    child.on('exit', (code, signal) => {
-      if (this.child !== child) return;
-      this.child = undefined;
-      if (code === EVGRAB_EXIT.GRAB) {
-        this.log.warn('EVIOCGRAB failed: reading the scanner without exclusive access', { device: this.opts.path });
-        this.grabFailed = true;
-        this.open();
-        return;
-      }
-      this.reopenLater(`evgrab exited (${code ?? signal})`);
-    });
-  }
-
-  private openDirect(): void {
-    const s = createReadStream(this.opts.path, { highWaterMark: this.decoder.eventSize * 64 });
-    this.stream = s;
-    s.on('open', () => { this.opened('direct'); this.log.info('scanner opened (not grabbed)', { device: this.opts.path }); });
-    s.on('data', (b) => this.decoder.push(b as Buffer));
-    s.on('error', (e) => {
-      if (this.stream !== s) return;
-      this.stream = undefined;
-      this.reopenLater(e.message);
-    });
-    s.on('end', () => {
-      if (this.stream !== s) return;
-      this.stream = undefined;
-      this.reopenLater('end of file');
-    });
   }
 }

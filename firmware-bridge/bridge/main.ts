@@ -12,6 +12,7 @@
  * the offline status, close the buffer. `--dry-run` only prints what the scanner sends (to check
  * its GS/FNC1 and terminator setup) without connecting anywhere.
  */
+import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -189,9 +190,7 @@ export function runBridge(config: BridgeConfig, log: BridgeLogger = createBridge
   let buffer: ScanBuffer | undefined;
   let publisher: Publisher | undefined;
   if (!config.dryRun) {
-    // A new journal starts its seq at the clock (ms): a re-flashed Pi that lost its journal does
-    // not reuse the seqs the gateway already has (which would answer "duplicate" and drop scans).
-    buffer = ScanBuffer.open(config.buffer!, { capacity: config.capacity, firstSeq: Date.now(), log });
+    buffer = ScanBuffer.open(config.buffer!, { capacity: config.capacity, firstSeq: randomFirstSeq(), log });
     log.info('buffer opened', { path: config.buffer, nextSeq: buffer.nextSeq, ...buffer.recovery });
     publisher = new Publisher({ url: config.url!, post: config.post!, device: config.device!, token: config.token!, buffer, fw: BRIDGE_FW, log });
     publisher.start();
@@ -311,4 +310,13 @@ const invokedDirectly = (() => {
 })();
 if (invokedDirectly) {
   main().then((code) => process.exit(code), (e: unknown) => { process.stderr.write(`${(e as Error).stack ?? e}\n`); process.exit(1); });
+}
+
+/**
+ * Where a new journal's counter starts: a random point in 2^40, so a re-flashed Pi (new, empty
+ * journal, same device id) does not reuse the seq numbers of its earlier life, which the gateway
+ * would take for retries. Not the clock: a Pi without RTC may wake up in 1970.
+ */
+function randomFirstSeq(): number {
+  return randomInt(1, 2 ** 40);
 }
