@@ -7,6 +7,7 @@ import { isPoskoError } from '../domain/errors.ts';
 import { asPostId } from '../domain/ids.ts';
 import type { Config } from '../config/config.ts';
 import { Gateway } from '../gateway.ts';
+import { notifySystemd } from '../systemd.ts';
 import { LedgerFolder } from '../ingest/fold.ts';
 import { createLogger } from '../log.ts';
 import { backupTo, restoreFrom } from '../store/backup.ts';
@@ -56,10 +57,12 @@ async function start(config: Config): Promise<number> {
   lines.push(m.mode === 'embedded' ? `MQTT broker for devices on port ${m.port}` : m.mode === 'external' ? `MQTT: connected to ${m.url}` : `MQTT off: ${m.reason}`);
   lines.push(`posko ${config.role} ${config.postId} listening on ${url}  (data: ${config.dataDir})`);
   out(lines.join('\n'));
+  const stopNotifying = notifySystemd(process.env, log);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    stopNotifying();
     log.info('stopping', { signal });
     const force = setTimeout(() => { log.error('stop timed out'); process.exit(1); }, 10_000);
     force.unref();

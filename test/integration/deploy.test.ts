@@ -109,7 +109,7 @@ describe('deploy/install.sh', () => {
     for (const l of [`POSKO_POST_ID=${POST}`, 'POSKO_ROLE=post', 'POSKO_DATA_DIR=/var/lib/posko/data', 'POSKO_MQTT_URL=mqtt://127.0.0.1:1883']) expect(env).toContain(l);
     expect(statSync(join(p, 'etc/default/posko')).mode & 0o777).toBe(0o640);
 
-    // The gateway's unit: restart on failure with a start limit, no watchdog the app does not feed.
+    // The gateway's unit: restart on failure with a start limit, and the watchdog the app feeds (src/systemd.ts).
     const svc = read(p, 'etc/systemd/system/posko.service');
     const sl = lines(svc);
     expect(sl).toContain('ExecStart=/usr/local/bin/node --import tsx /opt/posko/src/main.ts start');
@@ -118,13 +118,13 @@ describe('deploy/install.sh', () => {
     expect(sl).toContain('WorkingDirectory=/opt/posko');
     expect(sl).toContain('User=posko');
     expect(sl).toContain('Restart=on-failure');
-    expect(sl).toContain('Type=simple');
+    expect(sl).toContain('Type=notify');
+    expect(sl).toContain('NotifyAccess=all');
+    expect(svc).toMatch(/^WatchdogSec=\d+/m);
     expect(svc).toMatch(/^StartLimitIntervalSec=\d+/m);
     expect(svc).toMatch(/^StartLimitBurst=\d+/m);
     expect(svc).toMatch(/^After=.*network-online\.target.*mosquitto\.service/m);
     expect(svc).toMatch(/^Wants=.*network-online\.target/m);
-    expect(svc).not.toMatch(/^(WatchdogSec|NotifyAccess)=/m);
-    expect(svc).not.toMatch(/^Type=notify/m);
 
     const bridge = lines(read(p, 'etc/systemd/system/posko-bridge@.service'));
     expect(bridge).toContain('EnvironmentFile=/etc/posko/bridge-%i.env');
