@@ -60,7 +60,6 @@ export class DeviceMessages {
       }
       throw e;
     }
-    this.store.devices.touch(deviceId, result.status === 'created');
     this.count('scan', result.status);
     if (result.status === 'rejected') return { ack: { seq, status: 'rejected', error: { code: result.error.code, message: result.error.message } }, retry: false };
     const p = result.parcel;

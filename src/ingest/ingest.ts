@@ -114,6 +114,9 @@ export class Ingest {
         out.push({ pending: event, parsed: p.parsed, created: true });
       }
       const parcels = store.views.applyEvents(inserted);
+      // Devices heard from: in this transaction, so it costs no fsync of its own.
+      const scanned = new Set(inserted.map((e) => e.device));
+      for (const device of new Set(groups.map((g) => g.ctx.device))) if (device) store.devices.touch(device, scanned.has(device));
       return out.map((o) => {
         if ('status' in o) return o;
         const row = parcels.has(o.pending.parcel) ? parcels.get(o.pending.parcel) : store.views.parcel(o.pending.parcel);
