@@ -145,15 +145,17 @@ export const MIGRATIONS: readonly Migration[] = [
 
 /** Applies every migration newer than the database's `user_version`. Returns the versions applied. */
 export function migrate(db: Database.Database, migrations: readonly Migration[] = MIGRATIONS): number[] {
-  const current = db.pragma('user_version', { simple: true }) as number;
   const applied: number[] = [];
   for (const m of migrations) {
-    if (m.version <= current) continue;
-    db.transaction(() => {
+    // The version is read inside the write transaction: two processes opening the database at
+    // once (the gateway and a CLI command) must not both apply the same migration.
+    const done = db.transaction(() => {
+      if ((db.pragma('user_version', { simple: true }) as number) >= m.version) return false;
       db.exec(m.sql);
       db.pragma(`user_version = ${m.version}`);
-    })();
-    applied.push(m.version);
+      return true;
+    }).immediate();
+    if (done) applied.push(m.version);
   }
   return applied;
 }

@@ -4,6 +4,7 @@
  * only its own ack topic; the gateway's own account reads every device topic of its post and writes
  * the acks. Mosquitto reads them at start and on SIGHUP (`systemctl reload mosquitto`).
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mosquittoHash, newToken } from '../store/devices.ts';
@@ -51,8 +52,9 @@ export function writeMosquittoFiles(store: Store, post: string, dir = mosquittoD
   mkdirSync(dir, { recursive: true });
   const write = (name: string, text: string) => {
     const path = join(dir, name);
-    writeFileSync(`${path}.tmp`, text, { mode: 0o640 });
-    renameSync(`${path}.tmp`, path);
+    const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`; // concurrent writers never share one
+    writeFileSync(tmp, text, { mode: 0o640 });
+    renameSync(tmp, path);
     return path;
   };
   return { passwd: write('passwd', passwordFile(store, post)), acl: write('acl', aclFile(post)) };

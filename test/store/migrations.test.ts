@@ -32,3 +32,4 @@ describe('migrations', () => {
     } finally { cleanup(dir); }
   });
 });
+
