@@ -4,6 +4,8 @@
  * the writer): each plan goes to the main thread, the one writer, which commits it in a short
  * transaction and says whether it was stored.
  */
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { asPostId } from '../domain/ids.ts';
 import { Store } from '../store/store.ts';
@@ -21,6 +23,21 @@ export type FromFoldWorker =
 export interface FoldWorkerData { dataDir: string; post: string }
 
 const port = parentPort!;
+lowerThreadPriority();
+
+/**
+ * Folding is background work: run this thread at a lower CPU priority (nice 10) so that, on a
+ * busy 2-core machine, the main thread answering scanners is scheduled first. Linux lets
+ * setpriority() address one thread by its kernel id, read from /proc/thread-self.
+ */
+function lowerThreadPriority(): void {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, 10);
+  } catch {
+    /* not Linux, or not allowed: fold at normal priority */
+  }
+}
 const data = workerData as FoldWorkerData;
 const store = Store.open(data.dataDir);
 const folder = new LedgerFolder(store, asPostId(data.post), store.actorId());
