@@ -48,7 +48,7 @@ export function parcelJson(r: ParcelRow): ParcelJson {
 export type EventJson = PoskoEvent & { cursor: string };
 
 /** A stock line. */
-export interface StockJson { post: string; item: string; org: string; onHand: number; incoming: number; parcels: number }
+export interface StockJson { post: string; item: string; /** null when no organisation was named */ org: string | null; onHand: number; incoming: number; parcels: number }
 
 /** Filters for the parcel list. */
 export interface ParcelFilter { status?: string; post?: string; q?: string; limit: number; after?: string }
@@ -98,7 +98,7 @@ export class Queries {
     const args: string[] = [];
     if (f.post) { where.push('post = ?'); args.push(f.post); }
     if (f.item) { where.push('item = ?'); args.push(f.item); }
-    const sql = `SELECT post, item, org, on_hand AS onHand, incoming, parcels FROM stock ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY post, item, org`;
+    const sql = `SELECT post, item, nullif(org, '') AS org, on_hand AS onHand, incoming, parcels FROM stock ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY post, item, org`;
     return this.db.prepare(sql).all(...args) as StockJson[];
   }
 
