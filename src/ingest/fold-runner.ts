@@ -50,6 +50,7 @@ export class FoldRunner {
         let ok = false;
         try {
           ok = commitFold(this.store, m.plan);
+          if (ok) this.metrics.folded.inc(m.plan.count); // counted with the commit, not later
         } catch (e) {
           this.metrics.foldErrors.inc();
           this.log.warn('fold commit failed; will retry', { error: (e as Error).message });
@@ -57,10 +58,7 @@ export class FoldRunner {
         w.postMessage({ type: 'settled', ok } satisfies ToFoldWorker);
         return;
       }
-      if (m.type === 'folded') {
-        this.crashes = 0;
-        if (m.n > 0) this.metrics.folded.inc(m.n);
-      }
+      if (m.type === 'folded') this.crashes = 0;
       if (m.type === 'error') {
         this.metrics.foldErrors.inc();
         this.log.warn('fold failed; will retry', { error: m.message });
