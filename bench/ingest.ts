@@ -54,20 +54,22 @@
  * Exit: 0 when it ran (even if a target is missed: this is a measurement, not a test);
  *       1 when the gateway failed to start or any request failed or any scan is missing.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import {
+  Client, COMPANY_PREFIX, dirBytes, drainFold, Errors, fmt, foldTrouble, gs1CheckDigit, ITEMS, otherCpuBusy,
+  percentiles, ROOT, sleep, startGateway, stopGateway, waitHealthy, type Gateway, type Percentiles, type Reply,
+} from './harness.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
   options: { quick: { type: 'boolean' }, 'keep-data': { type: 'boolean' }, 'cpu-prof': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
@@ -93,24 +95,11 @@ const CFG = {
   warmupBatches: 5,
 };
 const TARGETS = { batchScansPerS: 2_000, openP99Ms: 25 };
-const REQUEST_TIMEOUT_MS = 60_000;
 const START_TIMEOUT_MS = 30_000;
-const FOLD_DRAIN_TIMEOUT_MS = 60_000;
 
 // ---------------------------------------------------------------------------------------------
 // Scan generation: GS1 check digits, SSCCs, EAN-13s, a deterministic parcel lifecycle
 
-/** GS1 mod-10 check digit of `body` (digits without the check digit): weights 3,1,3,1… from the right. */
-export function gs1CheckDigit(body: string): number {
-  if (!/^[0-9]+$/.test(body)) throw new RangeError(`not a digit string: ${body}`);
-  let sum = 0;
-  for (let i = body.length - 1, w = 3; i >= 0; i--, w = 4 - w) sum += (body.charCodeAt(i) - 48) * w;
-  return (10 - (sum % 10)) % 10;
-}
-// Self-check against published GS1 examples before measuring anything.
-if (gs1CheckDigit('00614141123456789') !== 0 || gs1CheckDigit('400638133393') !== 1) {
-  throw new Error('gs1CheckDigit self-check failed');
-}
 
 /** Seeded PRNG (mulberry32): the same scan stream on every run. */
 function prng(seed: number): () => number {
@@ -134,10 +123,8 @@ interface Scan {
   org?: string;
 }
 
-const ITEMS = ['BERAS', 'MIE', 'AIRGELAS', 'HYGKIT', 'FAMKIT'] as const;
 const ORGS = ['BPBD', 'Dinsos', 'PMI', 'BNPB'] as const;
 const DEST = 'KKR-KBG';
-const COMPANY_PREFIX = '8990001'; // 899 = GS1 Indonesia; 7-digit company prefix
 /** One EAN-13 bulk line per item (GTIN-13 with a correct check digit). */
 const EAN13: Record<string, string> = Object.fromEntries(
   ITEMS.map((item, i) => {
@@ -195,136 +182,21 @@ class ScanStream {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-interface Reply { status: number; text: string }
 
-class Client {
-  constructor(readonly port: number, readonly token: string) {}
 
-  agent(maxSockets: number): http.Agent {
-    return new http.Agent({ keepAlive: true, maxSockets });
-  }
-
-  request(agent: http.Agent | false, method: string, path: string, body?: Buffer, auth = true): Promise<Reply> {
-    return new Promise((resolvePromise, reject) => {
-      const headers: Record<string, string | number> = {};
-      if (auth) headers['authorization'] = `Bearer ${this.token}`;
-      if (body) { headers['content-type'] = 'application/json'; headers['content-length'] = body.length; }
-      const req = http.request({ host: '127.0.0.1', port: this.port, method, path, agent, headers }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      });
-      req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`timeout after ${REQUEST_TIMEOUT_MS} ms`)));
-      req.on('error', reject);
-      req.end(body);
-    });
-  }
-
-  async getJson<T>(path: string, auth = true): Promise<T> {
-    const r = await this.request(false, 'GET', path, undefined, auth);
-    if (r.status !== 200) throw new Error(`GET ${path}: HTTP ${r.status} ${r.text.slice(0, 300)}`);
-    return JSON.parse(r.text) as T;
-  }
-
-  async metrics(): Promise<Map<string, number>> {
-    const r = await this.request(false, 'GET', '/metrics', undefined, false);
-    if (r.status !== 200) throw new Error(`GET /metrics: HTTP ${r.status}`);
-    const m = new Map<string, number>();
-    for (const line of r.text.split('\n')) {
-      if (!line || line.startsWith('#')) continue;
-      const sp = line.lastIndexOf(' ');
-      m.set(line.slice(0, sp), Number(line.slice(sp + 1)));
-    }
-    return m;
-  }
-}
-
-/** Errors seen, by kind, with the first few messages kept for the report. */
-class Errors {
-  count = 0;
-  readonly samples: string[] = [];
-  add(msg: string): void {
-    this.count++;
-    if (this.samples.length < 5) this.samples.push(msg);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Gateway process
 
-interface Gateway { child: ChildProcess; port: number; dataDir: string; token: string; stderr: () => string }
 
-async function startGateway(dataDir: string, token: string): Promise<Gateway> {
-  if (flags['cpu-prof']) mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
-  const prof = flags['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench', 'results')] : [];
-  const child = spawn(
-    process.execPath,
-    [...prof, '--import', 'tsx', 'src/main.ts', 'start', '--data-dir', dataDir, '--http-port', '0', '--http-host', '127.0.0.1', '--admin-token', token, '--log-level', 'warn'],
-    // POSKO_* variables from the caller's shell are dropped: the flags above are the whole config.
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('POSKO_'))), NODE_ENV: 'production' } },
-  );
-  let out = '';
-  let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => { err += s; if (err.length > 100_000) err = err.slice(-50_000); });
-  const port = await new Promise<number>((resolvePort, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening on" line within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
-    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-      if (out.length < 100_000) out += s;
-      const m = /listening on http:\/\/[^\s:]+:(\d+)/.exec(out);
-      if (m) { clearTimeout(timer); resolvePort(Number(m[1])); }
-    });
-    child.once('error', (e) => { clearTimeout(timer); reject(e); });
-    child.once('exit', (code, sig) => { clearTimeout(timer); reject(new Error(`gateway exited during start-up (code ${code}, signal ${sig})`)); });
-  }).catch((e: unknown) => {
-    child.kill('SIGKILL');
-    throw new Error(`${(e as Error).message}\n--- gateway stdout ---\n${out}\n--- gateway stderr ---\n${err}`);
-  });
-  return { child, port, dataDir, token, stderr: () => err };
-}
 
-async function waitHealthy(client: Client, timeoutMs: number): Promise<Record<string, unknown>> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < until) {
-    try {
-      const h = await client.getJson<Record<string, unknown>>('/healthz', false);
-      if (h['status'] === 'ok') return h;
-      last = h;
-    } catch (e) { last = e; }
-    await sleep(100);
-  }
-  throw new Error(`GET /healthz not ok within ${timeoutMs} ms: ${String(last)}`);
-}
 
-/** SIGTERM, wait for exit (the gateway folds what is pending first); SIGKILL after 20 s. */
-async function stopGateway(gw: Gateway): Promise<{ exitCode: number | null; signal: string | null; ms: number }> {
-  const t0 = performance.now();
-  const { child } = gw;
-  if (child.exitCode !== null || child.signalCode !== null) return { exitCode: child.exitCode, signal: child.signalCode, ms: 0 };
-  const exited = new Promise<{ exitCode: number | null; signal: string | null }>((r) => child.once('exit', (exitCode, signal) => r({ exitCode, signal })));
-  child.kill('SIGTERM');
-  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  const res = await exited;
-  clearTimeout(killer);
-  return { ...res, ms: performance.now() - t0 };
-}
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 // ---------------------------------------------------------------------------------------------
 // Measurement helpers
 
-interface Percentiles { p50: number; p90: number; p99: number; max: number; mean: number }
 
-function percentiles(samples: number[]): Percentiles {
-  if (samples.length === 0) return { p50: NaN, p90: NaN, p99: NaN, max: NaN, mean: NaN };
-  const s = Float64Array.from(samples).sort();
-  const at = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
-  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: s[s.length - 1]!, mean: samples.reduce((a, b) => a + b, 0) / samples.length };
-}
 
 interface PhaseResult {
   name: string;
@@ -415,29 +287,7 @@ async function verifyCommitted(ctx: Ctx, sent: Scan[]): Promise<{ ok: boolean; p
   return { ok: false, problem: `sent ${sent.length}, new events ${seen}, missing ${expected.size}, unexpected ${stray}` };
 }
 
-/** Set when a fold never caught up: later waits are skipped (the phases still run and count). */
-const foldTrouble: string[] = [];
 
-/**
- * Waits until the gateway's background fold has nothing pending; returns the seconds waited. A
- * fold that does not catch up is a gateway problem worth a loud warning, but not a reason to stop
- * measuring ingest: after one timeout the bench stops waiting.
- */
-async function drainFold(client: Client): Promise<number> {
-  if (foldTrouble.length > 0) return 0;
-  const t0 = performance.now();
-  for (;;) {
-    const h = await client.getJson<{ pendingFold?: number }>('/healthz', false);
-    if (!h.pendingFold) return (performance.now() - t0) / 1000;
-    if (performance.now() - t0 > FOLD_DRAIN_TIMEOUT_MS) {
-      const msg = `the gateway's fold still had ${h.pendingFold} events pending after ${FOLD_DRAIN_TIMEOUT_MS / 1000} s; no longer waiting for it`;
-      foldTrouble.push(msg);
-      process.stdout.write(`warning: ${msg}\n`);
-      return (performance.now() - t0) / 1000;
-    }
-    await sleep(100);
-  }
-}
 
 /** Checks one reply; returns the number of scans it created (or counts an error). */
 function checkReply(r: Reply, scans: number, errors: Errors, dup: { n: number }): number {
@@ -647,30 +497,11 @@ function perSecondDone(done: Done[], seconds: number): NonNullable<PhaseResult['
   return out;
 }
 
-/** Percent of all CPUs busy during `ms` (sampled from os.cpus() times; this process is idle meanwhile). */
-async function otherCpuBusy(ms: number): Promise<number> {
-  const total = () => os.cpus().reduce((a, c) => { const t = c.times; return { idle: a.idle + t.idle, all: a.all + t.user + t.nice + t.sys + t.idle + t.irq }; }, { idle: 0, all: 0 });
-  const a = total();
-  await sleep(ms);
-  const b = total();
-  const all = b.all - a.all;
-  return all > 0 ? (100 * (all - (b.idle - a.idle))) / all : 0;
-}
 
-function dirBytes(dir: string): number {
-  let n = 0;
-  for (const f of readdirSync(dir)) {
-    const p = join(dir, f);
-    const st = statSync(p);
-    n += st.isDirectory() ? dirBytes(p) : st.size;
-  }
-  return n;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Report
 
-const fmt = (x: number | null | undefined, d = 1) => (x === null || x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
 
 function table(results: PhaseResult[]): string {
   const head = ['phase', 'scans', 'reqs', 'conc', 'seconds', 'scans/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'errors'];
@@ -721,7 +552,7 @@ async function main(): Promise<number> {
   const tStart = performance.now();
   let gw: Gateway;
   try {
-    gw = await startGateway(dataDir, token);
+    gw = await startGateway(dataDir, token, { cpuProf: flags['cpu-prof'] === true });
   } catch (e) {
     process.stderr.write(`bench: the gateway failed to start: ${(e as Error).message}\n`);
     rmSync(dataDir, { recursive: true, force: true });

@@ -60,24 +60,25 @@
  *       timed out, an ack was missing or wrong, the event counts do not match, or the whole run
  *       took more than 5 minutes.
  *
- * bench/ingest.ts exports only gs1CheckDigit and runs its benchmark when imported, so its small
- * helpers (gateway process, /metrics, percentiles, fold wait, report) are copied here.
+ * The gateway process, /metrics, percentiles, the fold wait and report helpers are shared with
+ * bench/ingest.ts through bench/harness.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import {
+  busyPercent, childEnv, Client, COMPANY_PREFIX, cpuTimes, dirBytes, drainFold, Errors, fmt, foldTrouble, gs1CheckDigit,
+  ITEMS, otherCpuBusy, percentiles, ROOT, sleep, startGateway, stopGateway, waitHealthy, type Gateway, type Percentiles,
+} from './harness.ts';
 import mqtt, { type MqttClient } from 'mqtt';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
   options: { quick: { type: 'boolean' }, 'keep-data': { type: 'boolean' }, 'cpu-prof': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
@@ -105,26 +106,13 @@ const CLI_TIMEOUT_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 const NO_PROGRESS_TIMEOUT_MS = 30_000; // no PUBACK for this long: the phase failed
 const ACK_TIMEOUT_MS = 15_000; // after the last PUBACK, every ack message must be in by then
-const FOLD_DRAIN_TIMEOUT_MS = 60_000;
 /** The whole run, devices and fold waits included; past it the bench gives up (exit 1). */
 const RUN_TIMEOUT_MS = 300_000;
 
 // ---------------------------------------------------------------------------------------------
 // Scans: GS1 SSCCs with a correct check digit, one new parcel per scan
 
-/** GS1 mod-10 check digit of `body` (copied from bench/ingest.ts: importing it runs that bench). */
-function gs1CheckDigit(body: string): number {
-  if (!/^[0-9]+$/.test(body)) throw new RangeError(`not a digit string: ${body}`);
-  let sum = 0;
-  for (let i = body.length - 1, w = 3; i >= 0; i--, w = 4 - w) sum += (body.charCodeAt(i) - 48) * w;
-  return (10 - (sum % 10)) % 10;
-}
-if (gs1CheckDigit('00614141123456789') !== 0 || gs1CheckDigit('400638133393') !== 1) {
-  throw new Error('gs1CheckDigit self-check failed');
-}
 
-const ITEMS = ['BERAS', 'MIE', 'AIRGELAS', 'HYGKIT', 'FAMKIT'] as const;
-const COMPANY_PREFIX = '8990001'; // 899 = GS1 Indonesia; 7-digit company prefix
 let serial = 0;
 
 /** The next scan payload of a device: a new SSCC received, qty 1. */
@@ -137,42 +125,6 @@ function scanPayload(seq: number): string {
 // ---------------------------------------------------------------------------------------------
 // HTTP (health, metrics, events)
 
-class Client {
-  constructor(readonly port: number, readonly token: string) {}
-
-  request(method: string, path: string, auth = true): Promise<{ status: number; text: string }> {
-    return new Promise((resolvePromise, reject) => {
-      const headers: Record<string, string> = auth ? { authorization: `Bearer ${this.token}` } : {};
-      const req = http.request({ host: '127.0.0.1', port: this.port, method, path, agent: false, headers }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      });
-      req.setTimeout(60_000, () => req.destroy(new Error('timeout after 60 s')));
-      req.on('error', reject);
-      req.end();
-    });
-  }
-
-  async getJson<T>(path: string, auth = true): Promise<T> {
-    const r = await this.request('GET', path, auth);
-    if (r.status !== 200) throw new Error(`GET ${path}: HTTP ${r.status} ${r.text.slice(0, 300)}`);
-    return JSON.parse(r.text) as T;
-  }
-
-  async metrics(): Promise<Map<string, number>> {
-    const r = await this.request('GET', '/metrics', false);
-    if (r.status !== 200) throw new Error(`GET /metrics: HTTP ${r.status}`);
-    const m = new Map<string, number>();
-    for (const line of r.text.split('\n')) {
-      if (!line || line.startsWith('#')) continue;
-      const sp = line.lastIndexOf(' ');
-      m.set(line.slice(0, sp), Number(line.slice(sp + 1)));
-    }
-    return m;
-  }
-}
 
 const M = {
   cpu: (m: Map<string, number>) => m.get('posko_process_cpu_seconds_total') ?? NaN,
@@ -183,15 +135,6 @@ const M = {
   rssMB: (m: Map<string, number>) => { const v = m.get('posko_process_resident_memory_bytes'); return v === undefined ? null : v / 2 ** 20; },
 };
 
-/** Errors seen, with the first few messages kept for the report. */
-class Errors {
-  count = 0;
-  readonly samples: string[] = [];
-  add(msg: string): void {
-    this.count++;
-    if (this.samples.length < 5) this.samples.push(msg);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Devices (CLI) and the gateway process
@@ -199,8 +142,6 @@ class Errors {
 /** Child processes started by the bench (CLI runs, the gateway), killed if the bench gives up. */
 const children = new Set<ChildProcess>();
 
-/** POSKO_* variables from the caller's shell are dropped: the flags are the whole config. */
-const childEnv = () => ({ ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('POSKO_'))), NODE_ENV: 'production' });
 
 interface Cred { id: string; token: string; mqttUsername: string; mqttPassword: string; topics: { scan: string; ack: string; status: string } }
 
@@ -255,93 +196,12 @@ async function registerDevices(dataDir: string, n: number, parallel = 4): Promis
   return { creds, retries };
 }
 
-interface Gateway { child: ChildProcess; port: number; mqttPort: number; dataDir: string; token: string; stderr: () => string }
 
-async function startGateway(dataDir: string, token: string): Promise<Gateway> {
-  if (flags['cpu-prof']) mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
-  const prof = flags['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench', 'results')] : [];
-  const child = spawn(
-    process.execPath,
-    [...prof, '--import', 'tsx', 'src/main.ts', 'start', '--data-dir', dataDir, '--http-port', '0', '--http-host', '127.0.0.1',
-      '--mqtt-port', '0', '--mqtt-host', '127.0.0.1', '--admin-token', token, '--log-level', 'warn'],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() },
-  );
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let out = '';
-  let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => { err += s; if (err.length > 100_000) err = err.slice(-50_000); });
-  const ports = await new Promise<{ port: number; mqttPort: number }>((resolvePorts, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening on" line within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
-    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-      if (out.length < 100_000) out += s;
-      const m = /listening on http:\/\/[^\s:]+:(\d+)/.exec(out);
-      if (!m) return;
-      clearTimeout(timer);
-      // The banner is one write with the MQTT line before the URL line.
-      const q = /MQTT broker for devices on port (\d+)/.exec(out);
-      if (!q) reject(new Error('the gateway did not start its embedded MQTT broker'));
-      else resolvePorts({ port: Number(m[1]), mqttPort: Number(q[1]) });
-    });
-    child.once('error', (e) => { clearTimeout(timer); reject(e); });
-    child.once('exit', (code, sig) => { clearTimeout(timer); reject(new Error(`gateway exited during start-up (code ${code}, signal ${sig})`)); });
-  }).catch((e: unknown) => {
-    child.kill('SIGKILL');
-    throw new Error(`${(e as Error).message}\n--- gateway stdout ---\n${out}\n--- gateway stderr ---\n${err}`);
-  });
-  return { child, ...ports, dataDir, token, stderr: () => err };
-}
 
-async function waitHealthy(client: Client, timeoutMs: number): Promise<Record<string, unknown>> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < until) {
-    try {
-      const h = await client.getJson<Record<string, unknown>>('/healthz', false);
-      if (h['status'] === 'ok') return h;
-      last = h;
-    } catch (e) { last = e; }
-    await sleep(100);
-  }
-  throw new Error(`GET /healthz not ok within ${timeoutMs} ms: ${String(last)}`);
-}
 
-/** SIGTERM, wait for exit (the gateway folds what is pending first); SIGKILL after 20 s. */
-async function stopGateway(gw: Gateway): Promise<{ exitCode: number | null; signal: string | null; ms: number }> {
-  const t0 = performance.now();
-  const { child } = gw;
-  if (child.exitCode !== null || child.signalCode !== null) return { exitCode: child.exitCode, signal: child.signalCode, ms: 0 };
-  const exited = new Promise<{ exitCode: number | null; signal: string | null }>((r) => child.once('exit', (exitCode, signal) => r({ exitCode, signal })));
-  child.kill('SIGTERM');
-  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  const res = await exited;
-  clearTimeout(killer);
-  return { ...res, ms: performance.now() - t0 };
-}
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
-/** Set when a fold never caught up: later waits are skipped (the phases still run and count). */
-const foldTrouble: string[] = [];
 
-/** Waits until the gateway's background fold has nothing pending; returns the seconds waited. */
-async function drainFold(client: Client): Promise<number> {
-  if (foldTrouble.length > 0) return 0;
-  const t0 = performance.now();
-  for (;;) {
-    const h = await client.getJson<{ pendingFold?: number }>('/healthz', false);
-    if (!h.pendingFold) return (performance.now() - t0) / 1000;
-    if (performance.now() - t0 > FOLD_DRAIN_TIMEOUT_MS) {
-      const msg = `the gateway's fold still had ${h.pendingFold} events pending after ${FOLD_DRAIN_TIMEOUT_MS / 1000} s; no longer waiting for it`;
-      foldTrouble.push(msg);
-      process.stdout.write(`warning: ${msg}\n`);
-      return (performance.now() - t0) / 1000;
-    }
-    await sleep(100);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Device connections
@@ -424,40 +284,10 @@ async function waitFor(what: string, state: () => { done: boolean; progress: num
 // ---------------------------------------------------------------------------------------------
 // Measurement helpers
 
-interface Percentiles { p50: number; p90: number; p99: number; max: number; mean: number }
 
-function percentiles(samples: number[]): Percentiles {
-  if (samples.length === 0) return { p50: NaN, p90: NaN, p99: NaN, max: NaN, mean: NaN };
-  const s = Float64Array.from(samples).sort();
-  const at = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
-  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: s[s.length - 1]!, mean: samples.reduce((a, b) => a + b, 0) / samples.length };
-}
 
-/** Total and idle CPU time of all CPUs (ms), to see how busy the machine was. */
-function cpuTimes(): { idle: number; all: number } {
-  return os.cpus().reduce((a, c) => { const t = c.times; return { idle: a.idle + t.idle, all: a.all + t.user + t.nice + t.sys + t.idle + t.irq }; }, { idle: 0, all: 0 });
-}
-const busyPercent = (a: { idle: number; all: number }, b: { idle: number; all: number }) => {
-  const all = b.all - a.all;
-  return all > 0 ? (100 * (all - (b.idle - a.idle))) / all : 0;
-};
 
-/** Percent of all CPUs busy during `ms` (this process is idle meanwhile). */
-async function otherCpuBusy(ms: number): Promise<number> {
-  const a = cpuTimes();
-  await sleep(ms);
-  return busyPercent(a, cpuTimes());
-}
 
-function dirBytes(dir: string): number {
-  let n = 0;
-  for (const f of readdirSync(dir)) {
-    const p = join(dir, f);
-    const st = statSync(p);
-    n += st.isDirectory() ? dirBytes(p) : st.size;
-  }
-  return n;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The benchmark
@@ -691,7 +521,6 @@ async function runPhase(ctx: Ctx, spec: { name: string; label: string; mode: 'cl
 // ---------------------------------------------------------------------------------------------
 // Report
 
-const fmt = (x: number | null | undefined, d = 1) => (x === null || x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
 
 function grid(head: string[], rows: string[][]): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
@@ -753,7 +582,7 @@ async function main(): Promise<number> {
     ({ creds, retries: registerRetries } = await registerDevices(dataDir, CFG.devices));
     devicesS = (performance.now() - tStart) / 1000;
     for (const r of registerRetries) process.stdout.write(`note: devices add failed once and was repeated: ${r}\n`);
-    gw = await startGateway(dataDir, token);
+    gw = await startGateway(dataDir, token, { cpuProf: flags['cpu-prof'] === true, requireMqtt: true, onChild: (c) => { children.add(c); c.once('exit', () => children.delete(c)); } });
   } catch (e) {
     process.stderr.write(`bench: ${devicesS === 0 ? 'registering the devices' : 'starting the gateway'} failed: ${(e as Error).message}\n`);
     rmSync(dataDir, { recursive: true, force: true, maxRetries: 3 });
@@ -785,7 +614,7 @@ async function main(): Promise<number> {
     const post = String(health['post']);
     for (const c of creds) if (c.topics.scan !== `posko/${post}/scan/${c.id}`) throw new Error(`device ${c.id} was registered for topics ${c.topics.scan}, the gateway serves post ${post}`);
     process.stdout.write(`${CFG.devices} devices registered in ${devicesS.toFixed(1)} s; gateway pid ${gw.child.pid} on HTTP ${gw.port}, MQTT ${gw.mqttPort}, ready in ${startS.toFixed(1)} s; data ${dataDir}\n`);
-    devices.push(...(await Promise.all(creds.map((c, i) => Device.connect(i, c, gw.mqttPort)))));
+    devices.push(...(await Promise.all(creds.map((c, i) => Device.connect(i, c, gw!.mqttPort!)))));
     process.stdout.write(`${devices.length} device connections up\n\n`);
     const ctx: Ctx = { client, devices, post, cursor: '0', totalSent: 0 };
 
