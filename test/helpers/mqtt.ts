@@ -65,7 +65,7 @@ export async function mosquittoEnv(): Promise<MqttEnv> {
     'persistence false', 'user root', 'max_queued_messages 10000', '',
   ].join('\n'));
   const proc: ChildProcess = spawn('/usr/sbin/mosquitto', ['-c', conf], { stdio: 'ignore' });
-  await waitForPort(port);
+  await waitForPort(port, proc);
   let ext: TestGateway | undefined;
   const reload = async () => {
     writeMosquittoFiles(ext!.gw.store, 'DEMO', join(dir, 'mosquitto'));
@@ -90,9 +90,11 @@ export async function mosquittoEnv(): Promise<MqttEnv> {
   };
 }
 
-async function waitForPort(port: number): Promise<void> {
+/** Waits until something listens on `port`; fails early if `proc` (the server) exits. */
+export async function waitForPort(port: number, proc?: ChildProcess, log: () => string = () => ''): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
+    if (proc && proc.exitCode !== null) throw new Error(`the server exited ${proc.exitCode}: ${log()}`);
     const ok = await new Promise<boolean>((resolve) => {
       const c = connect(port, '127.0.0.1');
       c.once('connect', () => { c.destroy(); resolve(true); });
@@ -101,7 +103,7 @@ async function waitForPort(port: number): Promise<void> {
     if (ok) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`nothing listens on ${port}`);
+  throw new Error(`nothing listens on ${port}: ${log()}`);
 }
 
 /** A device connection: publish scans, collect acks. */

@@ -9,12 +9,12 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.ts';
+import { freePort, waitForPort } from '../helpers/mqtt.ts';
 import { gatewayBrokerAccount, writeMosquittoFiles } from '../../src/transport/mosquitto-files.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -348,31 +348,6 @@ describe('deploy systemd units', () => {
 // ---------------------------------------------------------------------------------------------
 // A real Mosquitto with the generated configuration.
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number, proc: ChildProcess, log: () => string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new Error(`mosquitto exited ${proc.exitCode}: ${log()}`);
-    const ok = await new Promise<boolean>((res) => {
-      const c = connect(port, '127.0.0.1');
-      c.once('connect', () => { c.destroy(); res(true); });
-      c.once('error', () => res(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`mosquitto does not listen on ${port}: ${log()}`);
-}
 
 /**
  * Starts Mosquitto the way Debian does (a main file that includes conf.d/) with the conf.d file
