@@ -8,21 +8,13 @@
 
 import { describe, expect, it } from 'vitest';
 import { PoskoError } from '../../src/domain/errors.ts';
+import { errorOf } from '../helpers/errors.ts';
 import { labelPayload, parseBarcode, type ParsedCode } from '../../src/domain/barcode.ts';
 
 const GS = '\x1d';
 const GTIN = '09506000134352';
 const SSCC = '106141412345678908';
 
-function errorOf(fn: () => unknown): PoskoError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof PoskoError) return e;
-    throw e;
-  }
-  throw new Error('expected a PoskoError, nothing was thrown');
-}
 
 describe('parseBarcode: GS1 with AIM symbology identifiers', () => {
   it.each([

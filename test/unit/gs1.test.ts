@@ -7,6 +7,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { PoskoError } from '../../src/domain/errors.ts';
+import { errorOf } from '../helpers/errors.ts';
 import {
   gs1CheckCharacterPair,
   gs1CheckDigit,
@@ -30,16 +31,6 @@ import {
 
 const GS = '\x1d';
 
-/** Runs fn and returns the PoskoError it throws (fails the test if it throws nothing else). */
-function errorOf(fn: () => unknown): PoskoError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof PoskoError) return e;
-    throw e;
-  }
-  throw new Error('expected a PoskoError, nothing was thrown');
-}
 
 describe('check-digit helpers', () => {
   it.each([
