@@ -7,7 +7,6 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { PoskoError } from '../../src/domain/errors.ts';
 import { errorOf } from '../helpers/errors.ts';
 import { labelPayload, parseBarcode, type ParsedCode } from '../../src/domain/barcode.ts';
 

@@ -6,7 +6,6 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { PoskoError } from '../../src/domain/errors.ts';
 import { errorOf } from '../helpers/errors.ts';
 import {
   gs1CheckCharacterPair,
