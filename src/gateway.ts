@@ -86,8 +86,8 @@ export class Gateway {
     this.folder = new LedgerFolder(this.store, post, this.store.actorId());
     this.metrics = createMetrics({
       pendingFold: () => this.folder.pending(),
-      events: () => this.store.queries.counts().events,
-      parcels: () => this.store.queries.counts().parcels,
+      events: () => this.store.queries.count('events'),
+      parcels: () => this.store.queries.count('parcels'),
     });
     this.foldRunner = new FoldRunner(this.store, { dataDir: config.dataDir, post: config.postId }, config.foldIntervalMs, opts.log, this.metrics);
     this.ingest = new Ingest({ store: this.store, clock: this.clock, post, newId: randomUUID });

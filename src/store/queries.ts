@@ -119,10 +119,9 @@ export class Queries {
     return list.map((d) => ({ ...d, scansToday: (stmt.get(d.id, todayStartHlc) as { n: number }).n }));
   }
 
-  /** Row counts of the views, for health and metrics. */
-  counts(): { events: number; parcels: number; stockLines: number } {
-    const one = (sql: string) => (this.db.prepare(sql).get() as { n: number }).n;
-    return { events: one('SELECT count(*) AS n FROM events'), parcels: one('SELECT count(*) AS n FROM parcels'), stockLines: one('SELECT count(*) AS n FROM stock') };
+  /** Rows in one view, for metrics. */
+  count(view: 'events' | 'parcels' | 'stock'): number {
+    return (this.db.prepare(`SELECT count(*) AS n FROM ${view}`).get() as { n: number }).n;
   }
 }
 
