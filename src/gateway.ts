@@ -26,6 +26,11 @@ import { Store } from './store/store.ts';
 import { EmbeddedBroker } from './transport/mqtt-broker.ts';
 import { BrokerClient } from './transport/mqtt-client.ts';
 import { gatewayBrokerAccount } from './transport/mosquitto-files.ts';
+import { PeerSync } from './transport/peer-sync.ts';
+import { loadIdentity } from './store/identity-file.ts';
+import { SyncStore } from './store/sync-store.ts';
+import { actorPrefix, fingerprint, type Identity } from './sync/identity.ts';
+import { serve as serveSync } from './sync/session.ts';
 
 export const VERSION = '0.1.0';
 
@@ -65,6 +70,10 @@ export class Gateway {
   readonly adminToken: string;
   readonly adminTokenCreated: boolean;
   readonly devices: DeviceMessages;
+  readonly identity: Identity;
+  readonly identityCreated: boolean;
+  readonly sync: SyncStore;
+  readonly peerSync: PeerSync;
   private server: ServerType | undefined;
   private broker: EmbeddedBroker | undefined;
   private brokerClient: BrokerClient | undefined;
@@ -83,7 +92,10 @@ export class Gateway {
     const post = asPostId(config.postId);
     const floor = this.store.views.maxHlc();
     this.clock = new HybridClock(now, (floor && decodeHlc(floor)) || undefined);
-    this.folder = new LedgerFolder(this.store, post, this.store.actorId());
+    const loaded = loadIdentity(config.dataDir, config.postId, config.role);
+    this.identity = loaded.identity;
+    this.identityCreated = loaded.created;
+    this.folder = new LedgerFolder(this.store, post, this.store.ensureActorPrefix(actorPrefix(this.identity.publicKey)));
     this.metrics = createMetrics({
       pendingFold: () => this.folder.pending(),
       events: () => this.store.queries.count('events'),
@@ -92,12 +104,41 @@ export class Gateway {
     this.foldRunner = new FoldRunner(this.store, { dataDir: config.dataDir, post: config.postId }, config.foldIntervalMs, opts.log, this.metrics);
     this.ingest = new Ingest({ store: this.store, clock: this.clock, post, newId: randomUUID });
     this.commits = new CommitQueue(this.ingest);
+    this.sync = new SyncStore(this.store, this.identity, {
+      now,
+      onEvents: (events) => {
+        for (const e of events) {
+          const h = decodeHlc(e.hlc);
+          if (h) this.clock.observe(h);
+        }
+        this.metrics.syncEvents.inc(events.length);
+      },
+      onRefused: (peer, r) => {
+        this.metrics.syncRefused.inc({ code: r.code });
+        opts.log.warn('sync: chunk refused', { peer, doc: r.doc, code: r.code, reason: r.message });
+      },
+    });
+    const limits = { maxMessageBytes: config.syncMessageBytes, maxRounds: 500 };
+    this.peerSync = new PeerSync({
+      sync: this.sync, log: opts.log, intervalMs: config.syncIntervalMs, limits, now, fingerprint,
+      beforeSync: () => this.foldNow(),
+      onReport: (r) => this.metrics.syncExchanges.inc({ result: 'error' in r ? r.error.code : r.complete ? 'complete' : 'partial' }),
+    });
     this.devices = new DeviceMessages(this.store, this.commits, opts.log, (kind, result) => this.metrics.mqttMessages.inc({ kind, result }));
     this.app = createApp({
       store: this.store, ingest: this.commits, metrics: this.metrics, log: opts.log, post: config.postId,
       role: config.role, version: VERSION, adminToken: this.adminToken, maxBodyBytes: config.maxBodyBytes,
       referenceYear: () => gs1ReferenceYear(this.clock),
       clockWall: () => this.clock.currentWall(),
+      sync: {
+        answer: (message) => {
+          this.foldNow();
+          return serveSync(this.sync, message, limits);
+        },
+      },
+      peers: this.peerSync,
+      syncStore: this.sync,
+      identity: { id: this.identity.id, role: this.identity.role, publicKey: this.identity.publicKey, fingerprint: fingerprint(this.identity.publicKey) },
       health: () => ({
         pendingFold: this.folder.pending(),
         uptimeS: Math.round((now() - this.startedAt) / 1000),
@@ -109,6 +150,7 @@ export class Gateway {
   /** Starts folding and listening. Resolves with the bound port once the server listens. */
   async start(): Promise<number> {
     this.foldRunner.start();
+    this.peerSync.start();
     const port = await new Promise<number>((resolve, reject) => {
       const server = serve({ fetch: this.app.fetch, port: this.config.httpPort, hostname: this.config.httpHost }, (info: AddressInfo) => resolve(info.port));
       server.once('error', reject);
@@ -174,6 +216,7 @@ export class Gateway {
 
   /** Stops in reverse order: no new requests, fold what is pending, close the database. */
   async stop(): Promise<void> {
+    await this.peerSync.stop();
     await this.broker?.stop();
     await this.brokerClient?.stop();
     this.broker = undefined;

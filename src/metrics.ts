@@ -15,6 +15,9 @@ export interface Metrics {
   mqttMessages: client.Counter<'kind' | 'result'>;
   mqttRefused: client.Counter<'reason'>;
   foldErrors: client.Counter;
+  syncExchanges: client.Counter<'result'>;
+  syncEvents: client.Counter;
+  syncRefused: client.Counter<'code'>;
 }
 
 /** Creates a gateway's metrics. `gauges` are read at scrape time. */
@@ -34,5 +37,8 @@ export function createMetrics(gauges: { pendingFold: () => number; events: () =>
   new client.Gauge({ name: 'posko_parcels', help: 'Parcels known', registers: [registry], collect() { this.set(gauges.parcels()); } });
   const mqttMessages = new client.Counter({ name: 'posko_mqtt_messages_total', help: 'Device MQTT messages by kind (scan, status) and result', labelNames: ['kind', 'result'], registers: [registry] });
   const mqttRefused = new client.Counter({ name: 'posko_mqtt_refused_total', help: 'Refused MQTT connections, publishes and subscriptions, by reason', labelNames: ['reason'], registers: [registry] });
-  return { registry, scans, httpRequests, httpDuration, folded, foldErrors, mqttMessages, mqttRefused };
+  const syncExchanges = new client.Counter({ name: 'posko_sync_exchanges_total', help: 'Syncs started by this gateway, by result (complete, partial, or the error code)', labelNames: ['result'], registers: [registry] });
+  const syncEvents = new client.Counter({ name: 'posko_sync_events_total', help: 'Events merged from peers into the views', registers: [registry] });
+  const syncRefused = new client.Counter({ name: 'posko_sync_refused_total', help: 'Document chunks refused from peers, by code', labelNames: ['code'], registers: [registry] });
+  return { registry, scans, httpRequests, httpDuration, folded, foldErrors, mqttMessages, mqttRefused, syncExchanges, syncEvents, syncRefused };
 }

@@ -20,6 +20,8 @@ export const ConfigSchema = z.strictObject({
   adminToken: z.string().min(16, 'at least 16 characters').optional(),
   foldIntervalMs: z.coerce.number().int().min(100).max(3_600_000).default(3000),
   maxBodyBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  syncIntervalMs: z.coerce.number().int().min(200).max(86_400_000).default(30_000),
+  syncMessageBytes: z.coerce.number().int().min(16 * 1024).max(32 * 1024 * 1024).default(2 * 1024 * 1024),
   logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   /** Port of the embedded MQTT broker; unset: 1883, and a busy 1883 only warns (another broker runs). */
   mqttPort: port.optional(),
@@ -42,6 +44,8 @@ export const SETTINGS: Record<keyof Config, { flag: string; env: string; alias?:
   adminToken: { flag: '--admin-token', env: 'POSKO_ADMIN_TOKEN' },
   foldIntervalMs: { flag: '--fold-interval-ms', env: 'POSKO_FOLD_INTERVAL_MS' },
   maxBodyBytes: { flag: '--max-body-bytes', env: 'POSKO_MAX_BODY_BYTES' },
+  syncIntervalMs: { flag: '--sync-interval-ms', env: 'POSKO_SYNC_INTERVAL_MS' },
+  syncMessageBytes: { flag: '--sync-message-bytes', env: 'POSKO_SYNC_MESSAGE_BYTES' },
   logLevel: { flag: '--log-level', env: 'POSKO_LOG_LEVEL' },
   mqttPort: { flag: '--mqtt-port', env: 'POSKO_MQTT_PORT' },
   mqttHost: { flag: '--mqtt-host', env: 'POSKO_MQTT_HOST' },

@@ -9,14 +9,20 @@ export const ERROR_STATUS = {
   // 400: the request itself is malformed
   BAD_JSON: 400,
   BAD_REQUEST: 400,
+  SYNC_MALFORMED: 400,
+  SYNC_NOT_FOR_US: 400,
   // 401/403: authentication and authorisation
   UNAUTHENTICATED: 401,
   FORBIDDEN: 403,
+  SYNC_BAD_SIGNATURE: 401,
+  SYNC_UNKNOWN_PEER: 403,
+  ENROLLMENT_PENDING: 403,
   // 404
   NOT_FOUND: 404,
   // 409
   CONFLICT: 409,
   IDEMPOTENCY_CONFLICT: 409,
+  SYNC_REPLAYED: 409,
   // 413
   PAYLOAD_TOO_LARGE: 413,
   BATCH_TOO_LARGE: 413,
@@ -30,6 +36,14 @@ export const ERROR_STATUS = {
   GS1_EMPTY_VALUE: 422,
   EAN_CHECK_DIGIT: 422,
   UNKNOWN_EVENT: 422,
+  // sync: one document's chunk refused (reported inside a reply; the rest of the exchange applies)
+  CHUNK_CORRUPT: 422,
+  CHUNK_INCOMPLETE: 422,
+  NOT_OWNER: 422,
+  BAD_DOCUMENT: 422,
+  // 502/504: a sync peer answered wrongly or not at all
+  SYNC_PEER_ERROR: 502,
+  SYNC_UNREACHABLE: 504,
   // 503: the gateway cannot take writes right now
   STORAGE_FULL: 503,
   STORAGE_UNAVAILABLE: 503,

@@ -9,15 +9,19 @@ import type { Logger } from '../log.ts';
 import { apiRoutes, type ApiDeps } from './api.ts';
 import { bearerAuth, type AuthEnv } from './auth.ts';
 import { errorResponse, toPoskoError } from './errors.ts';
+import { syncRoutes, type SyncRouteDeps } from './sync.ts';
+import { syncApiRoutes, type SyncApiDeps } from './sync-api.ts';
 
 /** Everything the HTTP app needs: what the API routes need, and more. */
-export interface AppDeps extends ApiDeps {
+export interface AppDeps extends ApiDeps, SyncApiDeps {
   log: Logger;
   version: string;
   adminToken: string;
   maxBodyBytes: number;
   /** Extra health facts (pending fold, uptime…). */
   health: () => Record<string, unknown>;
+  /** Answers peer gateways' sync messages. */
+  sync: SyncRouteDeps;
 }
 
 /** Builds the gateway's HTTP application. */
@@ -43,11 +47,14 @@ export function createApp(deps: AppDeps): Hono<AuthEnv> {
     return c.text(text, 200, { 'Content-Type': metrics.registry.contentType });
   });
 
+  app.route('/sync/v1', syncRoutes(deps.sync));
+
   app.use('/api/*', bearerAuth(deps.store, deps.adminToken));
   app.use('/api/*', bodyLimit({
     maxSize: deps.maxBodyBytes,
     onError: () => { throw new PoskoError('PAYLOAD_TOO_LARGE', `the request body is larger than ${deps.maxBodyBytes} bytes`); },
   }));
+  app.route('/api/v1/sync', syncApiRoutes(deps));
   app.route('/api/v1', apiRoutes(deps));
 
   return app;

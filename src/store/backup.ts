@@ -94,8 +94,11 @@ export function restoreFrom(path: string, dataDir: string): { file: string; even
   copyFileSync(file, `${target}.partial`);
   // A restored post writes with a new Automerge actor id: changes it made after the backup may
   // already be at HQ under the old one, and reusing (actor, seq) pairs would collide with them.
+  // The identity prefix (the first 32 hex digits) stays: peers check it.
   const restored = new Database(`${target}.partial`);
-  restored.prepare("INSERT INTO meta (key, value) VALUES ('actor', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(randomBytes(16).toString('hex'));
+  const old = restored.prepare("SELECT value FROM meta WHERE key = 'actor'").get() as { value: string } | undefined;
+  const prefix = old && old.value.length === 48 ? old.value.slice(0, 32) : randomBytes(16).toString('hex');
+  restored.prepare("INSERT INTO meta (key, value) VALUES ('actor', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(prefix + randomBytes(8).toString('hex'));
   restored.close();
   renameSync(`${target}.partial`, target);
   return { file: basename(file), events };

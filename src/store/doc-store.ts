@@ -83,6 +83,19 @@ export class DocStore {
     });
   }
 
+  /** The stored snapshot when it is the whole document (no chunks after it), else undefined. */
+  wholeSnapshot(id: string): Buffer | undefined {
+    const r = this.db.prepare('SELECT snapshot, chunks FROM docs WHERE id = ?').get(id) as { snapshot: Buffer | null; chunks: number } | undefined;
+    return r && r.chunks === 0 && r.snapshot ? r.snapshot : undefined;
+  }
+
+  /** Every stored document's heads. */
+  allHeads(): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (const r of this.db.prepare('SELECT id, heads FROM docs').all() as { id: string; heads: string }[]) out.set(r.id, JSON.parse(r.heads) as string[]);
+    return out;
+  }
+
   /** What is stored about one document, if it is stored. */
   info(id: string): DocInfo | undefined {
     const r = this.infoStmt.get(id) as Omit<DocRow, 'snapshot'> | undefined;

@@ -142,6 +142,52 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX parcels_recent ON parcels (last_hlc, id);
     `,
   },
+  {
+    version: 4,
+    name: 'sync peers, what each peer has, sync refusals',
+    sql: `
+      -- Gateways this one trusts (enrolled), has heard from (pending) or stopped trusting (revoked).
+      CREATE TABLE peers (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        -- where the entry came from: cli, directory (HQ's post directory) or request
+        source TEXT NOT NULL,
+        url TEXT,
+        created_at TEXT NOT NULL,
+        -- the highest live message sequence number seen from this peer (replays are refused)
+        recv_seq INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at TEXT,
+        last_success_at TEXT,
+        last_error TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+        bytes_sent INTEGER NOT NULL DEFAULT 0,
+        bytes_received INTEGER NOT NULL DEFAULT 0,
+        -- optional byte budget per UTC day for what this gateway sends to the peer
+        budget_bytes INTEGER,
+        budget_day TEXT,
+        budget_used INTEGER NOT NULL DEFAULT 0
+      );
+      -- The heads each peer has acknowledged (or sent), per document.
+      CREATE TABLE peer_heads (
+        peer TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        heads TEXT NOT NULL,
+        PRIMARY KEY (peer, doc_id)
+      ) WITHOUT ROWID;
+      -- Chunks refused during sync, and why: visible to operators, never silently dropped.
+      CREATE TABLE sync_refusals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Applies every migration newer than the database's `user_version`. Returns the versions applied. */

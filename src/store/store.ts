@@ -32,9 +32,21 @@ export class Store {
     return new Store(openDb(dataDir), dataDir);
   }
 
-  /** This gateway's Automerge actor id, created on first use and kept forever. */
+  /** This gateway's Automerge actor id, created on first use and kept until a restore. */
   actorId(): string {
     return this.meta.getOrInit('actor', () => randomBytes(16).toString('hex'));
+  }
+
+  /**
+   * Makes the actor id start with the identity's prefix (peers accept changes only from actors
+   * of the gateway allowed to write a document): a new actor id when it does not.
+   */
+  ensureActorPrefix(prefix: string): string {
+    const actor = this.actorId();
+    if (actor.startsWith(prefix) && actor.length === prefix.length + 16) return actor;
+    const fresh = prefix + randomBytes(8).toString('hex');
+    this.meta.set('actor', fresh);
+    return fresh;
   }
 
   /** Closes the database; WAL content is checkpointed by SQLite on close. */

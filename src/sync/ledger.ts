@@ -4,7 +4,8 @@
  * they grow; collaborative text is 3x larger). Only the owning post writes its ledger. Pure: no I/O.
  */
 import * as A from '@automerge/automerge';
-import type { EventCode, EventKind, PoskoEvent } from '../domain/events.ts';
+import { EVENT_KINDS, type EventCode, type EventKind, type PoskoEvent } from '../domain/events.ts';
+import { decodeHlc } from '../domain/hlc.ts';
 import type { DeviceId, EventId, ParcelId, PostId } from '../domain/ids.ts';
 
 /** One event as stored in a ledger document. Absent fields are null in the event. */
@@ -100,4 +101,51 @@ export function ledgerSize(doc: A.Doc<LedgerDoc>): number {
   let n = 0;
   for (const bucket of Object.values(doc.hours ?? {})) n += Object.keys(bucket).length;
   return n;
+}
+
+const ID_TEXT_RE = /^[^\u0000-\u001f\u007f]{1,512}$/;
+
+function text(v: unknown): string | undefined {
+  if (A.isImmutableString(v)) return v.toString();
+  return typeof v === 'string' ? v : undefined;
+}
+
+/**
+ * An entry of a merged ledger as an event, or a reason why it is not a valid one. A peer's ledger
+ * is data from outside: every field is checked before it reaches the views.
+ */
+export function entryToEvent(raw: unknown, post: string): PoskoEvent | string {
+  if (raw === null || typeof raw !== 'object') return 'entry is not a map';
+  const x = raw as Record<string, unknown>;
+  for (const f of ['id', 'key', 'kind', 'post', 'hlc', 'code', 'parcel'] as const) {
+    const v = text(x[f]);
+    if (v === undefined || (f !== 'code' && !ID_TEXT_RE.test(v))) return `field ${f} is missing or not text`;
+  }
+  for (const f of [...STRING_FIELDS, 'parsed'] as const) {
+    if (x[f] !== undefined && text(x[f]) === undefined) return `field ${f} is not text`;
+  }
+  if (x.qty !== undefined && (typeof x.qty !== 'number' || !Number.isFinite(x.qty))) return 'qty is not a number';
+  if (text(x.post) !== post) return `event of post ${text(x.post)} in post ${post}'s ledger`;
+  if (!(EVENT_KINDS as readonly string[]).includes(text(x.kind)!)) return `unknown event kind ${text(x.kind)}`;
+  if (decodeHlc(text(x.hlc)!) === undefined) return 'hlc is not a hybrid logical clock value';
+  if (x.parsed !== undefined) {
+    try { JSON.parse(text(x.parsed)!); } catch { return 'parsed is not JSON'; }
+  }
+  return fromEntry(x as unknown as LedgerEntry);
+}
+
+/**
+ * The entries `after` holds that `before` does not (by hour bucket and event id): what a merge
+ * added. Untyped: check each with `entryToEvent`.
+ */
+export function addedEntries(before: A.Doc<LedgerDoc> | undefined, after: A.Doc<LedgerDoc>): unknown[] {
+  const out: unknown[] = [];
+  const hours = (after as { hours?: unknown }).hours;
+  if (hours === null || typeof hours !== 'object') return out;
+  for (const [h, bucket] of Object.entries(hours as Record<string, unknown>)) {
+    if (bucket === null || typeof bucket !== 'object') continue;
+    const old = before?.hours?.[h];
+    for (const [id, entry] of Object.entries(bucket as Record<string, unknown>)) if (old?.[id] === undefined) out.push(entry);
+  }
+  return out;
 }

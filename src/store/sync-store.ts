@@ -1,0 +1,387 @@
+/**
+ * The SQLite side of sync: the `Replica` the protocol runs over. It serves chunks of stored
+ * documents, applies a peer's chunks after checking them (hash, completeness, that every change
+ * is by an actor allowed to write that document, that the content is valid), updates the views
+ * from what each merge added, and keeps per-peer state: enrolment, what each peer has, sequence
+ * numbers, bytes and budgets, and the refusals.
+ */
+import * as A from '@automerge/automerge';
+import { randomBytes } from 'node:crypto';
+import { PoskoError, isPoskoError, type ErrorCode } from '../domain/errors.ts';
+import type { PoskoEvent } from '../domain/events.ts';
+import { DIRECTORY_DOC, directoryEntries, enrollInDirectory, type DirectoryDoc, type DirectoryEntry } from '../sync/directory.ts';
+import { ledgerPost, sameHeads, writersOf, type DocHeads } from '../sync/documents.ts';
+import { actorPrefix, type Identity, type PublicIdentity, type Role } from '../sync/identity.ts';
+import { addedEntries, entryToEvent, ledgerSize, type LedgerDoc } from '../sync/ledger.ts';
+import type { Refusal } from '../sync/messages.ts';
+import type { ApplyResult, Chunk, Replica } from '../sync/session.ts';
+import { storageError } from './db.ts';
+import type { Store } from './store.ts';
+
+/** A peer as stored. */
+export interface PeerRow {
+  id: string; role: Role; public_key: string; status: 'enrolled' | 'pending' | 'revoked'; source: 'cli' | 'directory' | 'request';
+  url: string | null; created_at: string; recv_seq: number; last_attempt_at: string | null; last_success_at: string | null;
+  last_error: string | null; failures: number; next_attempt_ms: number; bytes_sent: number; bytes_received: number;
+  budget_bytes: number | null; budget_day: string | null; budget_used: number;
+}
+
+/** Hooks for the gateway: merged events (to move the clock on), refusals (to log). */
+export interface SyncStoreHooks {
+  onEvents?: (events: readonly PoskoEvent[]) => void;
+  onRefused?: (peer: string, r: Refusal) => void;
+  now?: () => number;
+}
+
+function freeQuietly(doc: A.Doc<unknown> | undefined): void {
+  if (!doc) return;
+  try { A.free(doc); } catch { /* already freed */ }
+}
+
+function refusal(doc: string, code: ErrorCode, message: string): PoskoError {
+  return new PoskoError(code, message, { doc });
+}
+
+/** The SQLite-backed replica of one gateway. */
+export class SyncStore implements Replica {
+  private readonly now: () => number;
+
+  constructor(readonly store: Store, readonly me: Identity, private readonly hooks: SyncStoreHooks = {}) {
+    this.now = hooks.now ?? Date.now;
+  }
+
+  private iso(): string {
+    return new Date(this.now()).toISOString();
+  }
+
+  // ---- peers ----
+
+  peer(id: string): PeerRow | undefined {
+    return this.store.db.prepare('SELECT * FROM peers WHERE id = ?').get(id) as PeerRow | undefined;
+  }
+
+  peers(): PeerRow[] {
+    return this.store.db.prepare('SELECT * FROM peers ORDER BY id').all() as PeerRow[];
+  }
+
+  enrolled(id: string): PublicIdentity | undefined {
+    const p = this.peer(id);
+    return p && p.status === 'enrolled' ? { id: p.id, role: p.role, publicKey: p.public_key } : undefined;
+  }
+
+  /**
+   * Enrolls (or re-enrolls with a new key, URL or role) a gateway. At HQ the post directory
+   * document records it too, so every post learns it at its next sync.
+   */
+  enroll(p: { id: string; role: Role; publicKey: string; url?: string | null; budgetBytes?: number | null }): PeerRow {
+    if (p.id === this.me.id) throw new PoskoError('VALIDATION', `${p.id} is this gateway itself`);
+    const run = this.store.db.transaction(() => {
+      const old = this.peer(p.id);
+      this.store.db.prepare(
+        `INSERT INTO peers (id, role, public_key, status, source, url, created_at, budget_bytes)
+         VALUES (@id, @role, @key, 'enrolled', 'cli', @url, @at, @budget)
+         ON CONFLICT (id) DO UPDATE SET role = excluded.role, public_key = excluded.public_key, status = 'enrolled',
+           source = 'cli', url = coalesce(excluded.url, peers.url), budget_bytes = coalesce(excluded.budget_bytes, peers.budget_bytes),
+           recv_seq = CASE WHEN peers.public_key = excluded.public_key THEN peers.recv_seq ELSE 0 END`,
+      ).run({ id: p.id, role: p.role, key: p.publicKey, url: p.url ?? null, at: this.iso(), budget: p.budgetBytes ?? null });
+      if (old && old.public_key !== p.publicKey) this.store.db.prepare('DELETE FROM peer_heads WHERE peer = ?').run(p.id);
+      if (this.me.role === 'hq') this.writeDirectory({ id: p.id, role: p.role, publicKey: p.publicKey, url: p.url ?? old?.url ?? null, revoked: false });
+    });
+    run.immediate();
+    return this.peer(p.id)!;
+  }
+
+  /** Approves a pending enrollment request. */
+  approve(id: string): PeerRow {
+    const p = this.peer(id);
+    if (!p || p.status !== 'pending') throw new PoskoError('NOT_FOUND', `no pending enrollment request from ${id}`);
+    return this.enroll({ id, role: p.role, publicKey: p.public_key, url: p.url });
+  }
+
+  /** Stops trusting a gateway (at HQ, for every post too). */
+  revoke(id: string): void {
+    const p = this.peer(id);
+    if (!p) throw new PoskoError('NOT_FOUND', `no peer ${id}`);
+    this.store.db.transaction(() => {
+      this.store.db.prepare("UPDATE peers SET status = 'revoked' WHERE id = ?").run(id);
+      if (this.me.role === 'hq') this.writeDirectory({ id, role: p.role, publicKey: p.public_key, url: p.url, revoked: true });
+    }).immediate();
+  }
+
+  /** Sets where a peer is reached (null: it only reaches us) and its daily byte budget. */
+  configure(id: string, c: { url?: string | null; budgetBytes?: number | null }): void {
+    if (!this.peer(id)) throw new PoskoError('NOT_FOUND', `no peer ${id}`);
+    if (c.url !== undefined) this.store.db.prepare('UPDATE peers SET url = ? WHERE id = ?').run(c.url, id);
+    if (c.budgetBytes !== undefined) this.store.db.prepare('UPDATE peers SET budget_bytes = ? WHERE id = ?').run(c.budgetBytes, id);
+  }
+
+  requestEnrollment(p: PublicIdentity): void {
+    this.store.db.prepare(
+      `INSERT INTO peers (id, role, public_key, status, source, created_at) VALUES (?, ?, ?, 'pending', 'request', ?)
+       ON CONFLICT (id) DO UPDATE SET public_key = excluded.public_key, role = excluded.role
+       WHERE peers.status = 'pending'`,
+    ).run(p.id, p.role, p.publicKey, this.iso());
+  }
+
+  /** Writes one entry of the directory document (HQ only), inside the caller's transaction. */
+  private writeDirectory(e: DirectoryEntry): void {
+    // A writer of its own: the CLI and the gateway may both enroll; each process writes with a
+    // fresh actor under this gateway's prefix, so their changes never share (actor, seq).
+    const actor = actorPrefix(this.me.publicKey) + randomBytes(8).toString('hex');
+    const before = this.store.docs.load<DirectoryDoc>(DIRECTORY_DOC, actor) ?? A.init<DirectoryDoc>({ actor: actor as A.ActorId });
+    const beforeHeads = A.getHeads(before);
+    const after = enrollInDirectory(before, e);
+    const chunk = beforeHeads.length === 0 ? A.save(after) : A.saveSince(after, beforeHeads);
+    const info = this.store.docs.info(DIRECTORY_DOC);
+    const compact = !info || info.chunkBytes + chunk.byteLength > info.snapshotBytes;
+    this.store.docs.put(DIRECTORY_DOC, { chunk, snapshot: compact ? A.save(after) : undefined, heads: A.getHeads(after), events: 0 });
+    freeQuietly(after);
+  }
+
+  /** Learns the gateways in a merged directory (HQ's word), without overriding local enrolments. */
+  private learnDirectory(doc: A.Doc<DirectoryDoc>): void {
+    for (const e of directoryEntries(doc).entries) {
+      if (e.id === this.me.id) continue;
+      const old = this.peer(e.id);
+      if (old && old.source !== 'directory' && old.status !== 'pending') continue;
+      this.store.db.prepare(
+        `INSERT INTO peers (id, role, public_key, status, source, url, created_at) VALUES (@id, @role, @key, @status, 'directory', @url, @at)
+         ON CONFLICT (id) DO UPDATE SET role = excluded.role, public_key = excluded.public_key, status = excluded.status,
+           source = 'directory', url = coalesce(peers.url, excluded.url)`,
+      ).run({ id: e.id, role: e.role, key: e.publicKey, status: e.revoked ? 'revoked' : 'enrolled', url: e.url, at: this.iso() });
+    }
+  }
+
+  // ---- sequence numbers, budgets, status ----
+
+  nextSeq(): number {
+    return this.store.db.transaction(() => {
+      const n = Number(this.store.meta.get('sync.seq') ?? 0) + 1;
+      this.store.meta.set('sync.seq', String(n));
+      return n;
+    }).immediate();
+  }
+
+  skipSeq(seq: number): void {
+    if (Number(this.store.meta.get('sync.seq') ?? 0) < seq) this.store.meta.set('sync.seq', String(seq));
+  }
+
+  acceptSeq(peer: string, seq: number): void {
+    const p = this.peer(peer);
+    if (p && seq <= p.recv_seq) {
+      throw new PoskoError('SYNC_REPLAYED', `message ${seq} from ${peer} was already seen (last ${p.recv_seq}); a replay changes nothing`, { lastSeen: p.recv_seq });
+    }
+    this.store.db.prepare('UPDATE peers SET recv_seq = ? WHERE id = ?').run(seq, peer);
+  }
+
+  private today(): string {
+    return this.iso().slice(0, 10);
+  }
+
+  budgetLeft(peer: string): number {
+    const p = this.peer(peer);
+    if (!p || p.budget_bytes === null) return Number.POSITIVE_INFINITY;
+    const used = p.budget_day === this.today() ? p.budget_used : 0;
+    return Math.max(0, p.budget_bytes - used);
+  }
+
+  spend(peer: string, sent: number, received: number): void {
+    const day = this.today();
+    this.store.db.prepare(
+      `UPDATE peers SET bytes_sent = bytes_sent + @sent, bytes_received = bytes_received + @received,
+         budget_used = CASE WHEN budget_day = @day THEN budget_used + @sent ELSE @sent END, budget_day = @day
+       WHERE id = @peer`,
+    ).run({ peer, sent, received, day });
+  }
+
+  /** Records the outcome of an attempt to sync with a peer, and when to try next. */
+  recordAttempt(peer: string, outcome: { ok: true } | { ok: false; error: string; nextAttemptMs: number }): void {
+    const at = this.iso();
+    if (outcome.ok) {
+      this.store.db.prepare('UPDATE peers SET last_attempt_at = ?, last_success_at = ?, last_error = NULL, failures = 0, next_attempt_ms = 0 WHERE id = ?').run(at, at, peer);
+    } else {
+      this.store.db.prepare('UPDATE peers SET last_attempt_at = ?, last_error = ?, failures = failures + 1, next_attempt_ms = ? WHERE id = ?')
+        .run(at, outcome.error.slice(0, 500), outcome.nextAttemptMs, peer);
+    }
+  }
+
+  /** The most recent refusals (newest first). */
+  refusals(limit = 50): { at: string; peer: string; doc_id: string; code: string; message: string }[] {
+    return this.store.db.prepare('SELECT at, peer, doc_id, code, message FROM sync_refusals ORDER BY id DESC LIMIT ?').all(limit) as never;
+  }
+
+  /** How many documents a peer lacks (by what it is known to have). */
+  pendingFor(peer: string): number {
+    const known = this.known(peer);
+    let n = 0;
+    for (const [doc, heads] of this.state()) if (heads.length > 0 && !sameHeads(heads, known.get(doc))) n++;
+    return n;
+  }
+
+  // ---- replica state ----
+
+  state(): DocHeads {
+    return this.store.docs.allHeads();
+  }
+
+  known(peer: string): DocHeads {
+    const out: DocHeads = new Map();
+    for (const r of this.store.db.prepare('SELECT doc_id, heads FROM peer_heads WHERE peer = ?').all(peer) as { doc_id: string; heads: string }[]) {
+      out.set(r.doc_id, JSON.parse(r.heads) as string[]);
+    }
+    return out;
+  }
+
+  learn(peer: string, entries: Iterable<readonly [string, readonly string[]]>, replace = false): void {
+    const put = this.store.db.prepare(
+      'INSERT INTO peer_heads (peer, doc_id, heads) VALUES (?, ?, ?) ON CONFLICT (peer, doc_id) DO UPDATE SET heads = excluded.heads',
+    );
+    this.store.db.transaction(() => {
+      if (replace) this.store.db.prepare('DELETE FROM peer_heads WHERE peer = ?').run(peer);
+      for (const [doc, heads] of entries) put.run(peer, doc, JSON.stringify([...heads].sort()));
+    }).immediate();
+  }
+
+  chunkSince(docId: string, since: readonly string[]): { bytes: Uint8Array; full: boolean; heads: string[] } | undefined {
+    const info = this.store.docs.info(docId);
+    if (!info || info.heads.length === 0 || sameHeads(info.heads, since)) return undefined;
+    if (since.length === 0) {
+      // A fresh peer gets the saved document, not its history change by change.
+      const whole = this.store.docs.wholeSnapshot(docId);
+      if (whole) return { bytes: whole, full: true, heads: info.heads };
+    }
+    const doc = this.store.docs.load<unknown>(docId);
+    if (!doc) return undefined;
+    try {
+      const have = since.filter((h) => A.hasHeads(doc, [h]));
+      if (have.length === 0) return { bytes: A.save(doc), full: true, heads: A.getHeads(doc) };
+      const bytes = A.saveSince(doc, have);
+      return bytes.length === 0 ? undefined : { bytes, full: false, heads: A.getHeads(doc) };
+    } finally {
+      freeQuietly(doc);
+    }
+  }
+
+  /** Actor-id prefixes allowed to write a document. */
+  private writerPrefixes(docId: string): Set<string> {
+    const w = writersOf(docId);
+    const out = new Set<string>();
+    const add = (id: string) => {
+      if (id === this.me.id) out.add(actorPrefix(this.me.publicKey));
+      else {
+        const p = this.enrolled(id);
+        if (p) out.add(actorPrefix(p.publicKey));
+      }
+    };
+    if (w.post) add(w.post);
+    if (w.hq) {
+      if (this.me.role === 'hq') out.add(actorPrefix(this.me.publicKey));
+      for (const p of this.store.db.prepare("SELECT public_key FROM peers WHERE role = 'hq' AND status = 'enrolled'").all() as { public_key: string }[]) {
+        out.add(actorPrefix(p.public_key));
+      }
+    }
+    return out;
+  }
+
+  apply(from: string, chunks: readonly Chunk[]): ApplyResult {
+    const result: ApplyResult = { acks: [], refused: [], changed: 0, events: 0 };
+    const merged: PoskoEvent[] = [];
+    try {
+      this.store.db.transaction(() => {
+        for (const c of chunks) {
+          try {
+            const out = this.store.db.transaction(() => this.applyOne(c))();
+            if (out.changed) result.changed++;
+            result.events += out.events.length;
+            merged.push(...out.events);
+          } catch (e) {
+            if (isPoskoError(e) && e.status === 422) {
+              const r: Refusal = { doc: c.meta.doc, code: e.code, message: e.message };
+              result.refused.push(r);
+              this.store.db.prepare('INSERT INTO sync_refusals (at, peer, doc_id, code, message) VALUES (?, ?, ?, ?, ?)')
+                .run(this.iso(), from, c.meta.doc, r.code, r.message.slice(0, 2000));
+              this.hooks.onRefused?.(from, r);
+            } else throw e;
+          }
+          result.acks.push([c.meta.doc, this.store.docs.heads(c.meta.doc)]);
+        }
+      }).immediate();
+    } catch (e) {
+      throw isPoskoError(e) ? e : storageError(e);
+    }
+    if (merged.length > 0) this.hooks.onEvents?.(merged);
+    return result;
+  }
+
+  /** Applies one chunk inside a savepoint; throws a 422 PoskoError to refuse it. */
+  private applyOne(c: Chunk): { changed: boolean; events: PoskoEvent[] } {
+    const id = c.meta.doc;
+    const before = this.store.docs.load<unknown>(id);
+    let after: A.Doc<unknown> | undefined;
+    try {
+      const beforeHeads = before ? A.getHeads(before) : [];
+      try {
+        after = A.loadIncremental(before ? A.clone(before) : A.init(), c.bytes);
+      } catch (e) {
+        throw refusal(id, 'CHUNK_CORRUPT', `Automerge could not read the chunk: ${(e as Error).message}`);
+      }
+      // loadIncremental applies what it can and keeps quiet about the rest: check we got it all.
+      if (!A.hasHeads(after, c.meta.heads)) {
+        throw refusal(id, 'CHUNK_INCOMPLETE', 'the chunk does not reach the heads it claims (damaged, or a change it depends on is missing)');
+      }
+      const changes = A.getChangesMetaSince(after, beforeHeads);
+      if (changes.length === 0) return { changed: false, events: [] };
+      const allowed = this.writerPrefixes(id);
+      for (const ch of changes) {
+        if (!allowed.has(ch.actor.slice(0, 32))) {
+          throw refusal(id, 'NOT_OWNER', `a change by actor ${ch.actor.slice(0, 12)}… is not by a gateway allowed to write ${id}`);
+        }
+      }
+      const events = this.checkContent(id, before, after);
+      const heads = A.getHeads(after);
+      const info = this.store.docs.info(id);
+      const chunk = before ? A.saveSince(after, beforeHeads) : new Uint8Array(0);
+      const compact = !info || info.chunkBytes + chunk.byteLength > info.snapshotBytes;
+      const size = ledgerPost(id) ? ledgerSize(after as A.Doc<LedgerDoc>) : 0;
+      this.store.docs.put(id, { chunk, snapshot: compact ? A.save(after) : undefined, heads, events: size });
+      const fresh: PoskoEvent[] = [];
+      for (const e of events) {
+        const existing = this.store.views.eventById(e.id);
+        if (existing) {
+          if (existing.key !== e.key || existing.post !== e.post) throw refusal(id, 'BAD_DOCUMENT', `event ${e.id} clashes with a different event`);
+          continue;
+        }
+        if (this.store.views.eventByKey(e.key)) throw refusal(id, 'BAD_DOCUMENT', `event ${e.id} reuses the idempotency key of another event`);
+        this.store.views.insertEvent(e);
+        fresh.push(e);
+      }
+      this.store.views.applyEvents(fresh);
+      if (id === DIRECTORY_DOC) this.learnDirectory(after as A.Doc<DirectoryDoc>);
+      return { changed: true, events: fresh };
+    } finally {
+      freeQuietly(before);
+      freeQuietly(after);
+    }
+  }
+
+  /** Checks what a merge adds to a document; returns the ledger events it adds. */
+  private checkContent(id: string, before: A.Doc<unknown> | undefined, after: A.Doc<unknown>): PoskoEvent[] {
+    const post = ledgerPost(id);
+    if (post) {
+      const doc = after as { post?: unknown; day?: unknown };
+      if (String(doc.post) !== post || String(doc.day) !== id.split('/')[2]) throw refusal(id, 'BAD_DOCUMENT', `${id} does not describe post ${post}'s ledger of that day`);
+      const events: PoskoEvent[] = [];
+      for (const raw of addedEntries(before as A.Doc<LedgerDoc> | undefined, after as A.Doc<LedgerDoc>)) {
+        const e = entryToEvent(raw, post);
+        if (typeof e === 'string') throw refusal(id, 'BAD_DOCUMENT', `${id}: ${e}`);
+        events.push(e);
+      }
+      return events;
+    }
+    if (id === DIRECTORY_DOC) {
+      const { invalid } = directoryEntries(after as A.Doc<DirectoryDoc>);
+      if (invalid.length > 0) throw refusal(id, 'BAD_DOCUMENT', `the post directory has invalid entries: ${invalid.slice(0, 5).join(', ')}`);
+    }
+    return [];
+  }
+}

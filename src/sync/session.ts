@@ -1,0 +1,332 @@
+/**
+ * The sync protocol: pure logic over a `Replica` (what this gateway stores and knows about its
+ * peers) and a `Transport` (anything that carries one message and brings back the answer).
+ *
+ * A live exchange (client → server):
+ *   hello  { root, chunks the server lacks (by what the client last saw it acknowledge) }
+ *   reply  { acks, refusals, chunks the client lacks, the server's root }
+ *   ack    { the heads the client now has }            (only when the reply carried chunks)
+ * Each side keeps, per peer, the heads the peer acknowledged. The hello's `root` (a digest of the
+ * client's whole state) lets the server check that knowledge: when it does not match (a peer was
+ * restored, a message was lost) the client sends a full summary once. "Nothing changed" is one
+ * small round trip whatever the number of documents. Bundles are the same chunks, one way.
+ */
+import { createHash } from 'node:crypto';
+import { PoskoError } from '../domain/errors.ts';
+import { POST_ID_RE } from '../domain/ids.ts';
+import { byPriority, digestOf, sameHeads, type DocHeads } from './documents.ts';
+import { isPublicKey, verifyBytes, type Identity, type PublicIdentity, type Role } from './identity.ts';
+import {
+  AckSchema, AckedSchema, BundleSchema, HelloSchema, ReplySchema, decodeMessage, encodeMessage,
+  type ChunkMeta, type Hello, type Refusal, type Reply,
+} from './messages.ts';
+import { open, peekHeader, seal, type Body, type MessageKind } from './wire.ts';
+
+/** A chunk with its bytes. */
+export interface Chunk {
+  meta: ChunkMeta;
+  bytes: Uint8Array;
+}
+
+/** What applying a peer's chunks did. */
+export interface ApplyResult {
+  /** For every document offered: the heads this replica now has. */
+  acks: [string, string[]][];
+  refused: Refusal[];
+  /** Documents that changed, and events added to the views. */
+  changed: number;
+  events: number;
+}
+
+/** What the sync protocol needs from storage. Implemented over SQLite by `store/sync-store.ts`. */
+export interface Replica {
+  readonly me: Identity;
+  /** Every stored document and its heads. */
+  state(): DocHeads;
+  /** What a peer that has `since` lacks of a document; undefined when it lacks nothing. */
+  chunkSince(doc: string, since: readonly string[]): { bytes: Uint8Array; full: boolean; heads: string[] } | undefined;
+  /** Verifies and applies a peer's chunks; a refused document changes nothing, the others apply. */
+  apply(from: string, chunks: readonly Chunk[]): ApplyResult;
+  /** The heads a peer is known to have. */
+  known(peer: string): DocHeads;
+  /** Records heads a peer has; `replace` forgets everything else known about it. */
+  learn(peer: string, entries: Iterable<readonly [string, readonly string[]]>, replace?: boolean): void;
+  /** An enrolled (not revoked, not pending) peer. */
+  enrolled(id: string): PublicIdentity | undefined;
+  /** Records that an unknown gateway asked to be enrolled. */
+  requestEnrollment(p: PublicIdentity): void;
+  /** The next sequence number for a message this gateway sends. */
+  nextSeq(): number;
+  /** Moves this gateway's sequence past `seq` (a peer saw a higher one: we were restored). */
+  skipSeq(seq: number): void;
+  /** Refuses a live message whose sequence number is not above the last one from that peer. */
+  acceptSeq(peer: string, seq: number): void;
+  /** Bytes this replica may still send to a peer in the current budget period. */
+  budgetLeft(peer: string): number;
+  /** Counts bytes exchanged with a peer. */
+  spend(peer: string, sent: number, received: number): void;
+}
+
+/** Carries one sealed message to a peer and returns its sealed answer. */
+export interface Transport {
+  readonly label: string;
+  exchange(message: Uint8Array): Promise<Uint8Array>;
+}
+
+/** Limits for one exchange. */
+export interface SyncLimits {
+  /** Largest body (uncompressed chunk bytes) of one message; more travels in further rounds. */
+  maxMessageBytes: number;
+  /** Most rounds of one sync (each a hello and its reply). */
+  maxRounds: number;
+}
+
+export const DEFAULT_LIMITS: SyncLimits = { maxMessageBytes: 2 * 1024 * 1024, maxRounds: 200 };
+
+/** Progress of a sync or bundle, for a progress bar. */
+export type Progress = (p: { stage: string; done: number; total: number; bytes: number }) => void;
+
+/** What one sync with a peer did. */
+export interface SyncReport {
+  peer: string;
+  complete: boolean;
+  roundTrips: number;
+  bytesSent: number;
+  bytesReceived: number;
+  chunksSent: number;
+  chunksReceived: number;
+  events: number;
+  refusedByPeer: Refusal[];
+  refusedHere: Refusal[];
+  /** Stopped because the per-peer byte budget is spent. */
+  budgetExhausted: boolean;
+}
+
+function sha256(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+function entries(state: DocHeads): [string, string[]][] {
+  return [...state.entries()].filter(([, h]) => h.length > 0);
+}
+
+/** Picks the chunks a peer lacks, in priority order, within a byte limit and budget. */
+export function pickChunks(
+  replica: Replica,
+  state: DocHeads,
+  known: DocHeads,
+  limit: number,
+  budget: number,
+): { chunks: Chunk[]; more: boolean; budgetExhausted: boolean } {
+  const chunks: Chunk[] = [];
+  let total = 0;
+  for (const doc of byPriority(state.keys())) {
+    if (sameHeads(state.get(doc), known.get(doc))) continue;
+    const c = replica.chunkSince(doc, known.get(doc) ?? []);
+    if (!c) continue;
+    if (total + c.bytes.length > budget) return { chunks, more: true, budgetExhausted: true };
+    if (chunks.length > 0 && total + c.bytes.length > limit) return { chunks, more: true, budgetExhausted: false };
+    chunks.push({ meta: { doc, heads: c.heads, sha: sha256(c.bytes), len: c.bytes.length, full: c.full }, bytes: c.bytes });
+    total += c.bytes.length;
+  }
+  return { chunks, more: false, budgetExhausted: false };
+}
+
+/** Checks the chunks' hashes; a mismatch is refused here, before Automerge sees the bytes. */
+function checkChunks(chunks: ChunkMeta[], blobs: Uint8Array[]): { ok: Chunk[]; refused: Refusal[] } {
+  const ok: Chunk[] = [];
+  const refused: Refusal[] = [];
+  chunks.forEach((meta, i) => {
+    const bytes = blobs[i]!;
+    if (sha256(bytes) !== meta.sha) refused.push({ doc: meta.doc, code: 'CHUNK_CORRUPT', message: 'the chunk does not match its SHA-256' });
+    else ok.push({ meta, bytes });
+  });
+  return { ok, refused };
+}
+
+function sealFor(replica: Replica, peer: PublicIdentity, kind: MessageKind, body: Buffer): Buffer {
+  return seal(replica.me, [peer], kind, replica.nextSeq(), body);
+}
+
+/**
+ * Verifies a message's sender: an enrolled peer's key must have signed it. An unknown gateway whose
+ * message is signed by the key it carries is recorded as an enrollment request.
+ */
+function senderOf(replica: Replica, message: Uint8Array): PublicIdentity {
+  const h = peekHeader(message);
+  const peer = replica.enrolled(h.from);
+  if (peer) return peer;
+  const selfSigned = POST_ID_RE.test(h.from) && isPublicKey(h.key) && h.from !== replica.me.id
+    && verifyBytes(h.key, message.subarray(0, message.length - 64), message.subarray(message.length - 64));
+  if (selfSigned) {
+    const role: Role = h.role === 'hq' ? 'hq' : 'post';
+    replica.requestEnrollment({ id: h.from, role, publicKey: h.key });
+    throw new PoskoError('ENROLLMENT_PENDING', `${h.from} is not enrolled here; its request waits for approval (posko enroll ${h.from} --approve)`);
+  }
+  throw new PoskoError('SYNC_UNKNOWN_PEER', `${h.from} is not an enrolled gateway`);
+}
+
+/** Answers one live message (hello or ack) from a peer. Throws a PoskoError for a refused message. */
+export function serve(replica: Replica, message: Uint8Array, limits: SyncLimits = DEFAULT_LIMITS): Buffer {
+  const peer = senderOf(replica, message);
+  const { header, body } = open(replica.me, peer.publicKey, message);
+  replica.acceptSeq(peer.id, header.seq);
+  const re = sha256(message);
+  if (header.kind === 'ack') {
+    const ack = decodeMessage(body, AckSchema).json;
+    replica.learn(peer.id, ack.heads);
+    replica.spend(peer.id, 0, message.length);
+    const out = sealFor(replica, peer, 'acked', encodeMessage({ re }));
+    replica.spend(peer.id, out.length, 0);
+    return out;
+  }
+  if (header.kind !== 'hello') throw new PoskoError('SYNC_MALFORMED', `a ${header.kind} message cannot start an exchange`);
+  const { json: hello, blobs } = decodeMessage<Hello>(body, HelloSchema);
+  if (hello.summary) replica.learn(peer.id, hello.summary, true);
+  const checked = checkChunks(hello.chunks, blobs);
+  const applied = replica.apply(peer.id, checked.ok);
+  // The client has what it sent, whether or not this replica took it.
+  replica.learn(peer.id, hello.chunks.map((c) => [c.doc, c.heads] as const));
+  const state = replica.state();
+  const known = replica.known(peer.id);
+  const needSummary = !hello.summary && digestOf(known) !== hello.root;
+  const picked = needSummary
+    ? { chunks: [], more: false, budgetExhausted: false }
+    : pickChunks(replica, state, known, limits.maxMessageBytes, replica.budgetLeft(peer.id));
+  const reply: Reply = {
+    re, root: digestOf(state), acks: applied.acks, refused: [...checked.refused, ...applied.refused],
+    chunks: picked.chunks.map((c) => c.meta), needSummary, more: picked.more,
+    ...(hello.wantSummary ? { summary: entries(state) } : {}),
+  };
+  const out = sealFor(replica, peer, 'reply', encodeMessage(reply, picked.chunks.map((c) => c.bytes)));
+  replica.spend(peer.id, out.length, message.length);
+  return out;
+}
+
+/** One request and its verified answer. A SYNC_REPLAYED answer moves our sequence on and retries once. */
+async function roundTrip<T extends { re: string }>(
+  replica: Replica, peer: PublicIdentity, transport: Transport, kind: MessageKind, body: Buffer,
+  expect: MessageKind, parse: (b: Buffer) => Body<T>, report: SyncReport,
+): Promise<{ sent: Buffer; answer: Body<T> }> {
+  for (let attempt = 0; ; attempt++) {
+    const sent = sealFor(replica, peer, kind, body);
+    let raw: Uint8Array;
+    try {
+      report.bytesSent += sent.length;
+      raw = await transport.exchange(sent);
+    } catch (e) {
+      const lastSeen = (e as PoskoError).details?.lastSeen;
+      if ((e as PoskoError).code === 'SYNC_REPLAYED' && typeof lastSeen === 'number' && attempt === 0) {
+        replica.skipSeq(lastSeen);
+        continue;
+      }
+      throw e;
+    }
+    report.roundTrips++;
+    report.bytesReceived += raw.length;
+    replica.spend(peer.id, sent.length, raw.length);
+    const { header, body: answer } = open(replica.me, peer.publicKey, raw);
+    if (header.kind !== expect || header.from !== peer.id) throw new PoskoError('SYNC_PEER_ERROR', `expected a ${expect} from ${peer.id}, got a ${header.kind} from ${header.from}`);
+    const parsed = parse(answer);
+    if (parsed.json.re !== sha256(sent)) throw new PoskoError('SYNC_PEER_ERROR', 'the answer is not for this request');
+    return { sent, answer: parsed };
+  }
+}
+
+/**
+ * Syncs with one peer until neither side lacks anything (or the budget or round limit stops it).
+ * Progress is kept after every round: an exchange cut mid-way resumes from what was acknowledged.
+ */
+export async function syncWith(
+  replica: Replica, peer: PublicIdentity, transport: Transport, limits: SyncLimits = DEFAULT_LIMITS, progress?: Progress,
+): Promise<SyncReport> {
+  const report: SyncReport = {
+    peer: peer.id, complete: false, roundTrips: 0, bytesSent: 0, bytesReceived: 0, chunksSent: 0, chunksReceived: 0,
+    events: 0, refusedByPeer: [], refusedHere: [], budgetExhausted: false,
+  };
+  let sendSummary = false;
+  let wantSummary = false;
+  for (let round = 0; round < limits.maxRounds; round++) {
+    const state = replica.state();
+    const picked = pickChunks(replica, state, replica.known(peer.id), limits.maxMessageBytes, replica.budgetLeft(peer.id));
+    const hello: Hello = {
+      root: digestOf(state), chunks: picked.chunks.map((c) => c.meta),
+      ...(sendSummary ? { summary: entries(state) } : {}), ...(wantSummary ? { wantSummary: true } : {}),
+    };
+    const { answer: reply } = await roundTrip(
+      replica, peer, transport, 'hello', encodeMessage(hello, picked.chunks.map((c) => c.bytes)), 'reply',
+      (b) => decodeMessage<Reply>(b, ReplySchema), report,
+    );
+    const r = reply.json;
+    if (r.summary) replica.learn(peer.id, r.summary, true);
+    replica.learn(peer.id, r.acks);
+    report.chunksSent += picked.chunks.length;
+    report.refusedByPeer.push(...r.refused);
+    if (r.needSummary) {
+      if (sendSummary) throw new PoskoError('SYNC_PEER_ERROR', `${peer.id} asked for a summary twice`);
+      sendSummary = true;
+      continue;
+    }
+    sendSummary = false;
+    wantSummary = false;
+    const checked = checkChunks(r.chunks, reply.blobs);
+    const applied = replica.apply(peer.id, checked.ok);
+    report.refusedHere.push(...checked.refused, ...applied.refused);
+    report.chunksReceived += r.chunks.length;
+    report.events += applied.events;
+    // The peer has what it sent.
+    replica.learn(peer.id, r.chunks.map((c) => [c.doc, c.heads] as const));
+    if (r.chunks.length > 0) {
+      const mine = replica.state();
+      const heads = r.chunks.map((c) => [c.doc, mine.get(c.doc) ?? []] as [string, string[]]);
+      await roundTrip(replica, peer, transport, 'ack', encodeMessage({ re: reply.json.re, heads }), 'acked', (b) => decodeMessage(b, AckedSchema), report);
+    }
+    progress?.({ stage: 'sync', done: report.chunksSent + report.chunksReceived, total: report.chunksSent + report.chunksReceived + (picked.more || r.more ? 1 : 0), bytes: report.bytesSent + report.bytesReceived });
+    if (picked.budgetExhausted) {
+      report.budgetExhausted = true;
+      return report;
+    }
+    if (picked.more || r.more) continue;
+    if (digestOf(replica.known(peer.id)) !== r.root && !wantSummary && round < limits.maxRounds - 1) {
+      // What we believe the peer has is not what it has: ask for its summary once.
+      wantSummary = true;
+      continue;
+    }
+    report.complete = true;
+    return report;
+  }
+  return report;
+}
+
+/** Writes a one-way bundle for `recipients`: what `forPeer` is not known to have, or everything. */
+export function exportBundle(replica: Replica, recipients: readonly PublicIdentity[], forPeer: string | null, progress?: Progress): { bytes: Buffer; chunks: number } {
+  const state = replica.state();
+  const known = forPeer ? replica.known(forPeer) : new Map<string, string[]>();
+  const picked = pickChunks(replica, state, known, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY);
+  progress?.({ stage: 'export', done: picked.chunks.length, total: picked.chunks.length, bytes: picked.chunks.reduce((n, c) => n + c.bytes.length, 0) });
+  const body = encodeMessage({ chunks: picked.chunks.map((c) => c.meta), have: entries(state), for: forPeer }, picked.chunks.map((c) => c.bytes));
+  return { bytes: seal(replica.me, recipients, 'bundle', replica.nextSeq(), body), chunks: picked.chunks.length };
+}
+
+/** Verifies and merges a bundle. Importing the same bundle twice changes nothing the second time. */
+export function importBundle(replica: Replica, message: Uint8Array, progress?: Progress): { from: string; chunks: number; changed: number; events: number; refused: Refusal[] } {
+  const h = peekHeader(message);
+  const sender = replica.enrolled(h.from);
+  if (!sender) throw new PoskoError('SYNC_UNKNOWN_PEER', `the bundle is from ${h.from}, which is not enrolled here`);
+  const { header, body } = open(replica.me, sender.publicKey, message);
+  if (header.kind !== 'bundle') throw new PoskoError('SYNC_MALFORMED', `not a bundle but a ${header.kind} message`);
+  const { json, blobs } = decodeMessage(body, BundleSchema);
+  const checked = checkChunks(json.chunks, blobs);
+  let changed = 0;
+  let events = 0;
+  const refused = [...checked.refused];
+  checked.ok.forEach((c, i) => {
+    const r = replica.apply(sender.id, [c]);
+    changed += r.changed;
+    events += r.events;
+    refused.push(...r.refused);
+    progress?.({ stage: 'import', done: i + 1, total: checked.ok.length, bytes: c.bytes.length });
+  });
+  replica.learn(sender.id, json.have);
+  return { from: sender.id, chunks: json.chunks.length, changed, events, refused };
+}
