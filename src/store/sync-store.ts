@@ -321,12 +321,15 @@ export class SyncStore implements Replica {
     try {
       const beforeHeads = before ? A.getHeads(before) : [];
       try {
+        // A whole document is loaded on its own first: that is where Automerge reports damage
+        // (merged into a document with history, a damaged chunk is often ignored in silence).
+        if (c.meta.full) freeQuietly(A.load(c.bytes));
         after = A.loadIncremental(before ? A.clone(before) : A.init(), c.bytes);
       } catch (e) {
-        throw refusal(id, 'CHUNK_CORRUPT', `Automerge could not read the chunk: ${(e as Error).message}`);
+        throw refusal(id, 'CHUNK_CORRUPT', `Automerge could not read the chunk: ${(e as Error).message}`.slice(0, 300));
       }
       // loadIncremental applies what it can and keeps quiet about the rest: check we got it all.
-      if (!A.hasHeads(after, c.meta.heads)) {
+      if (!A.hasHeads(after, c.meta.heads) || A.getMissingDeps(after, []).length > 0) {
         throw refusal(id, 'CHUNK_INCOMPLETE', 'the chunk does not reach the heads it claims (damaged, or a change it depends on is missing)');
       }
       const changes = A.getChangesMetaSince(after, beforeHeads);
