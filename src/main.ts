@@ -24,6 +24,19 @@ Usage:
   posko mosquitto-files              write an external Mosquitto's password and ACL files
                                      (<data-dir>/mosquitto/; devices add/revoke also do)
 
+Sync between posts and HQ:
+  posko identity [--json] [--qr]     this gateway's id, role, public key and fingerprint
+  posko enroll <id> <public-key> [--peer-role post|hq] [--url <url>] [--budget-mb <n>]
+                                     trust a gateway (at HQ: also into the post directory
+                                     every post receives); --url: where to reach it
+  posko enroll <id> --approve        approve a pending enrollment request
+  posko peers [--json]               peers, their sync status, recent refusals
+  posko sync <peer-id|url>           sync now, with progress; exit 0 only when complete
+  posko bundle export [--for <peer>] <file>
+                                     write a signed, encrypted bundle (USB stick): what the
+                                     peer is not known to have, or everything
+  posko bundle import <file>         verify and merge a bundle (idempotent)
+
 Options (each also as an environment variable):
 ${(Object.keys(SETTINGS) as (keyof Config)[]).map((k) => `  ${SETTINGS[k].flag.padEnd(22)} ${SETTINGS[k].env}`).join('\n')}
   --json                 machine-readable output
@@ -36,7 +49,11 @@ async function main(argv: string[]): Promise<number> {
   );
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { ...options, json: { type: 'boolean' }, action: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+    parsed = parseArgs({ args: argv, options: {
+      ...options, json: { type: 'boolean' }, action: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      url: { type: 'string' }, 'budget-mb': { type: 'string' }, approve: { type: 'boolean' }, for: { type: 'string' }, qr: { type: 'boolean' },
+      'peer-role': { type: 'string' },
+    }, allowPositionals: true });
   } catch (e) {
     process.stderr.write(`${(e as Error).message}\n\n${HELP}`);
     return 2;
@@ -58,7 +75,10 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`posko: ${(e as Error).message}\n`);
     return 2;
   }
-  return runCommand(positionals, config, { json: values.json === true, action: values.action });
+  return runCommand(positionals, config, {
+    json: values.json === true, action: values.action, url: values.url, budgetMb: values['budget-mb'], approve: values.approve === true,
+    for: values.for, qr: values.qr === true, peerRole: values['peer-role'],
+  });
 }
 
 main(process.argv.slice(2)).then(

@@ -15,9 +15,10 @@ import { rebuildViews } from '../store/rebuild.ts';
 import { Store } from '../store/store.ts';
 import { deviceTopics } from '../domain/device-protocol.ts';
 import { writeMosquittoFiles } from '../transport/mosquitto-files.ts';
+import { bundleCommand, enrollCommand, identityCommand, peersCommand, syncCommand, type SyncCliOptions } from './sync-commands.ts';
 
 /** Output options. */
-export interface CliOptions { json: boolean; action?: string | undefined }
+export interface CliOptions extends SyncCliOptions { json: boolean; action?: string | undefined }
 
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
 const err = (s: string) => process.stderr.write(s.endsWith('\n') ? s : s + '\n');
@@ -33,6 +34,11 @@ export async function runCommand(args: string[], config: Config, opts: CliOption
     case 'backup': return backup(sub, config, opts);
     case 'restore': return restore(sub, config, opts);
     case 'mosquitto-files': return mosquittoFiles(config, opts);
+    case 'identity': return identityCommand(config, opts);
+    case 'enroll': return enrollCommand([sub, ...rest].filter((x): x is string => x !== undefined), config, opts);
+    case 'peers': return peersCommand(config, opts);
+    case 'sync': return syncCommand([sub, ...rest].filter((x): x is string => x !== undefined), config, opts);
+    case 'bundle': return bundleCommand(sub, rest, config, opts);
     default:
       err(`posko: unknown command "${cmd}"; see posko --help`);
       return 2;
