@@ -27,6 +27,7 @@ import { EmbeddedBroker } from './transport/mqtt-broker.ts';
 import { BrokerClient } from './transport/mqtt-client.ts';
 import { gatewayBrokerAccount } from './transport/mosquitto-files.ts';
 import { PeerSync } from './transport/peer-sync.ts';
+import { MqttSync } from './transport/mqtt-sync.ts';
 import { loadIdentity } from './store/identity-file.ts';
 import { SyncStore } from './store/sync-store.ts';
 import { actorPrefix, fingerprint, type Identity } from './sync/identity.ts';
@@ -74,6 +75,7 @@ export class Gateway {
   readonly identityCreated: boolean;
   readonly sync: SyncStore;
   readonly peerSync: PeerSync;
+  readonly mqttSync: MqttSync;
   private server: ServerType | undefined;
   private broker: EmbeddedBroker | undefined;
   private brokerClient: BrokerClient | undefined;
@@ -119,8 +121,14 @@ export class Gateway {
       },
     });
     const limits = { maxMessageBytes: config.syncMessageBytes, maxRounds: 500 };
+    this.mqttSync = new MqttSync({
+      sync: this.sync, log: opts.log, now, maxMessageBytes: Math.min(config.syncMessageBytes, 1024 * 1024),
+      account: () => (config.mqttUsername && config.mqttPassword
+        ? { username: config.mqttUsername, password: config.mqttPassword }
+        : gatewayBrokerAccount(this.store, config.postId)),
+    });
     this.peerSync = new PeerSync({
-      sync: this.sync, log: opts.log, intervalMs: config.syncIntervalMs, limits, now, fingerprint,
+      sync: this.sync, log: opts.log, intervalMs: config.syncIntervalMs, limits, now, fingerprint, mqtt: this.mqttSync,
       beforeSync: () => this.foldNow(),
       onReport: (r) => this.metrics.syncExchanges.inc({ result: 'error' in r ? r.error.code : r.complete ? 'complete' : 'partial' }),
     });
@@ -217,6 +225,7 @@ export class Gateway {
   /** Stops in reverse order: no new requests, fold what is pending, close the database. */
   async stop(): Promise<void> {
     await this.peerSync.stop();
+    await this.mqttSync.stop();
     await this.broker?.stop();
     await this.brokerClient?.stop();
     this.broker = undefined;

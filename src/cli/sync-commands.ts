@@ -85,7 +85,7 @@ export async function enrollCommand(args: string[], config: Config, opts: SyncCl
   }
   return guarded(() => {
     if (!POST_ID_RE.test(id)) throw new PoskoError('VALIDATION', `${id} is not a post id (1-16 of A-Z, 0-9 and -)`);
-    if (opts.url !== undefined && !/^https?:\/\/\S+$/.test(opts.url)) throw new PoskoError('VALIDATION', '--url must be an http:// or https:// URL');
+    if (opts.url !== undefined && !/^(https?|mqtts?):\/\/\S+$/.test(opts.url)) throw new PoskoError('VALIDATION', '--url must be an http(s):// URL (the peer gateway) or mqtt(s):// (a broker both use)');
     const budget = opts.budgetMb === undefined ? undefined : Math.round(Number(opts.budgetMb) * 1024 * 1024);
     if (budget !== undefined && (!Number.isFinite(budget) || budget < 0)) throw new PoskoError('VALIDATION', '--budget-mb must be a number of megabytes');
     const role: Role = opts.peerRole === 'hq' ? 'hq' : 'post';
@@ -123,7 +123,7 @@ export async function peersCommand(config: Config, opts: SyncCliOptions): Promis
       if (status.length === 0) { out('no peers yet: posko enroll <id> <public-key> --url <url>'); return 0; }
       for (const p of status) {
         out(`${p.id.padEnd(16)} ${p.role.padEnd(4)} ${p.status.padEnd(8)} ${p.url ?? '(no address)'}`);
-        out(`  last success ${p.lastSuccessAt ?? 'never'}; sent ${p.bytesSent} B, received ${p.bytesReceived} B; ${p.pendingDocs} documents to send`
+        out(`  last success ${p.lastSuccessAt ?? 'never'}; last heard ${p.lastHeardAt ?? 'never'}; sent ${p.bytesSent} B, received ${p.bytesReceived} B; ${p.pendingDocs} documents to send`
           + (p.lastError ? `; last error: ${p.lastError}` : '') + (p.budgetBytesPerDay !== null ? `; budget left today ${p.budgetLeftToday} B` : ''));
       }
       const refusals = sync.refusals(5);

@@ -160,6 +160,8 @@ export const MIGRATIONS: readonly Migration[] = [
         recv_seq INTEGER NOT NULL DEFAULT 0,
         last_attempt_at TEXT,
         last_success_at TEXT,
+        -- the last time the peer synced with us (it opened the exchange)
+        last_heard_at TEXT,
         last_error TEXT,
         failures INTEGER NOT NULL DEFAULT 0,
         next_attempt_ms INTEGER NOT NULL DEFAULT 0,

@@ -21,7 +21,7 @@ import type { Store } from './store.ts';
 /** A peer as stored. */
 export interface PeerRow {
   id: string; role: Role; public_key: string; status: 'enrolled' | 'pending' | 'revoked'; source: 'cli' | 'directory' | 'request';
-  url: string | null; created_at: string; recv_seq: number; last_attempt_at: string | null; last_success_at: string | null;
+  url: string | null; created_at: string; recv_seq: number; last_attempt_at: string | null; last_success_at: string | null; last_heard_at: string | null;
   last_error: string | null; failures: number; next_attempt_ms: number; bytes_sent: number; bytes_received: number;
   budget_bytes: number | null; budget_day: string | null; budget_used: number;
 }
@@ -203,6 +203,10 @@ export class SyncStore implements Replica {
       this.store.db.prepare('UPDATE peers SET last_attempt_at = ?, last_error = ?, failures = failures + 1, next_attempt_ms = ? WHERE id = ?')
         .run(at, outcome.error.slice(0, 500), outcome.nextAttemptMs, peer);
     }
+  }
+
+  heard(peer: string): void {
+    this.store.db.prepare('UPDATE peers SET last_heard_at = ? WHERE id = ?').run(this.iso(), peer);
   }
 
   /** The most recent refusals (newest first). */

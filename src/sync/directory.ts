@@ -55,7 +55,7 @@ export function directoryEntries(doc: A.Doc<DirectoryDoc>): { entries: Directory
     const publicKey = str(x.publicKey);
     const url = x.url === undefined ? null : str(x.url);
     if (!POST_ID_RE.test(id) || (role !== 'post' && role !== 'hq') || !publicKey || !isPublicKey(publicKey) || url === undefined
-      || (url !== null && !/^https?:\/\/\S{1,500}$/.test(url))) {
+      || (url !== null && !/^(https?|mqtts?):\/\/\S{1,500}$/.test(url))) {
       invalid.push(id);
       continue;
     }

@@ -63,6 +63,8 @@ export interface Replica {
   acceptSeq(peer: string, seq: number): void;
   /** Bytes this replica may still send to a peer in the current budget period. */
   budgetLeft(peer: string): number;
+  /** Records that a peer completed a message with us. */
+  heard(peer: string): void;
   /** Counts bytes exchanged with a peer. */
   spend(peer: string, sent: number, received: number): void;
 }
@@ -178,6 +180,7 @@ export function serve(replica: Replica, message: Uint8Array, limits: SyncLimits 
     replica.spend(peer.id, 0, message.length);
     const out = sealFor(replica, peer, 'acked', encodeMessage({ re }));
     replica.spend(peer.id, out.length, 0);
+    replica.heard(peer.id);
     return out;
   }
   if (header.kind !== 'hello') throw new PoskoError('SYNC_MALFORMED', `a ${header.kind} message cannot start an exchange`);
@@ -200,6 +203,7 @@ export function serve(replica: Replica, message: Uint8Array, limits: SyncLimits 
   };
   const out = sealFor(replica, peer, 'reply', encodeMessage(reply, picked.chunks.map((c) => c.bytes)));
   replica.spend(peer.id, out.length, message.length);
+  replica.heard(peer.id);
   return out;
 }
 
@@ -298,18 +302,51 @@ export async function syncWith(
   return report;
 }
 
-/** Writes a one-way bundle for `recipients`: what `forPeer` is not known to have, or everything. */
-export function exportBundle(replica: Replica, recipients: readonly PublicIdentity[], forPeer: string | null, progress?: Progress): { bytes: Buffer; chunks: number } {
+/** Options of a bundle export. */
+export interface BundleOptions {
+  /** Whose knowledge picks the chunks (what it is known to have), or null for everything. */
+  forPeer: string | null;
+  /** Most chunk bytes per bundle; more is split over several bundles. Default: no limit. */
+  maxBytes?: number;
+  /** Which documents' heads to announce in `have` (default: every document). */
+  haveDocs?: Iterable<string>;
+  progress?: Progress;
+}
+
+/**
+ * Writes one-way bundles for `recipients`: what `forPeer` is not known to have (or everything),
+ * each bundle at most `maxBytes` of chunks. Always at least one bundle (it announces `have`).
+ */
+export function exportBundles(replica: Replica, recipients: readonly PublicIdentity[], opts: BundleOptions): { bundles: Buffer[]; chunks: number } {
   const state = replica.state();
-  const known = forPeer ? replica.known(forPeer) : new Map<string, string[]>();
-  const picked = pickChunks(replica, state, known, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY);
-  progress?.({ stage: 'export', done: picked.chunks.length, total: picked.chunks.length, bytes: picked.chunks.reduce((n, c) => n + c.bytes.length, 0) });
-  const body = encodeMessage({ chunks: picked.chunks.map((c) => c.meta), have: entries(state), for: forPeer }, picked.chunks.map((c) => c.bytes));
-  return { bytes: seal(replica.me, recipients, 'bundle', replica.nextSeq(), body), chunks: picked.chunks.length };
+  const known = new Map(opts.forPeer ? replica.known(opts.forPeer) : []);
+  const haveDocs = opts.haveDocs ? new Set(opts.haveDocs) : undefined;
+  const have = entries(state).filter(([doc]) => !haveDocs || haveDocs.has(doc));
+  const bundles: Buffer[] = [];
+  let chunks = 0;
+  let bytes = 0;
+  for (;;) {
+    const picked = pickChunks(replica, state, known, opts.maxBytes ?? Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY);
+    for (const c of picked.chunks) known.set(c.meta.doc, c.meta.heads);
+    chunks += picked.chunks.length;
+    bytes += picked.chunks.reduce((n, c) => n + c.bytes.length, 0);
+    if (picked.chunks.length > 0 || bundles.length === 0) {
+      const body = encodeMessage({ chunks: picked.chunks.map((c) => c.meta), have, for: opts.forPeer }, picked.chunks.map((c) => c.bytes));
+      bundles.push(seal(replica.me, recipients, 'bundle', replica.nextSeq(), body));
+    }
+    opts.progress?.({ stage: 'export', done: chunks, total: chunks + (picked.more ? 1 : 0), bytes });
+    if (!picked.more) return { bundles, chunks };
+  }
+}
+
+/** Writes one bundle for `recipients` with everything `forPeer` is not known to have (or everything). */
+export function exportBundle(replica: Replica, recipients: readonly PublicIdentity[], forPeer: string | null, progress?: Progress): { bytes: Buffer; chunks: number } {
+  const { bundles, chunks } = exportBundles(replica, recipients, { forPeer, ...(progress ? { progress } : {}) });
+  return { bytes: bundles[0]!, chunks };
 }
 
 /** Verifies and merges a bundle. Importing the same bundle twice changes nothing the second time. */
-export function importBundle(replica: Replica, message: Uint8Array, progress?: Progress): { from: string; chunks: number; changed: number; events: number; refused: Refusal[] } {
+export function importBundle(replica: Replica, message: Uint8Array, progress?: Progress): { from: string; chunks: number; docs: string[]; changed: number; events: number; refused: Refusal[] } {
   const h = peekHeader(message);
   const sender = replica.enrolled(h.from);
   if (!sender) throw new PoskoError('SYNC_UNKNOWN_PEER', `the bundle is from ${h.from}, which is not enrolled here`);
@@ -327,6 +364,7 @@ export function importBundle(replica: Replica, message: Uint8Array, progress?: P
     refused.push(...r.refused);
     progress?.({ stage: 'import', done: i + 1, total: checked.ok.length, bytes: c.bytes.length });
   });
-  replica.learn(sender.id, json.have);
-  return { from: sender.id, chunks: json.chunks.length, changed, events, refused };
+  // The sender has what it sent, and what it says it has.
+  replica.learn(sender.id, [...json.chunks.map((c) => [c.doc, c.heads] as const), ...json.have]);
+  return { from: sender.id, chunks: json.chunks.length, docs: json.chunks.map((c) => c.doc), changed, events, refused };
 }

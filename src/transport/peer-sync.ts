@@ -10,13 +10,14 @@ import type { Logger } from '../log.ts';
 import { syncWith, type Progress, type SyncLimits, type SyncReport, type Transport } from '../sync/session.ts';
 import type { PeerRow, SyncStore } from '../store/sync-store.ts';
 import { HttpTransport } from './http-sync.ts';
+import { MqttSync } from './mqtt-sync.ts';
 
 const MAX_BACKOFF_MS = 10 * 60_000;
 
 /** A peer's sync status, as shown to operators. */
 export interface PeerStatus {
   id: string; role: string; status: string; source: string; url: string | null; fingerprint: string;
-  lastSuccessAt: string | null; lastAttemptAt: string | null; lastError: string | null; failures: number;
+  lastSuccessAt: string | null; lastHeardAt: string | null; lastAttemptAt: string | null; lastError: string | null; failures: number;
   nextAttemptAt: string | null; bytesSent: number; bytesReceived: number; pendingDocs: number;
   budgetBytesPerDay: number | null; budgetLeftToday: number | null; syncing: boolean;
 }
@@ -32,6 +33,8 @@ export interface PeerSyncDeps {
   now?: () => number;
   /** The transport to reach a peer (HTTP by default). */
   transportFor?: (peer: PeerRow) => Transport;
+  /** Sync through MQTT brokers, for peers whose URL is mqtt:// (absent: such peers are not reached). */
+  mqtt?: MqttSync;
   /** Called after every exchange (metrics). */
   onReport?: (r: SyncReport | { peer: string; error: PoskoError }) => void;
 }
@@ -91,8 +94,14 @@ export class PeerSync {
     if (!row.url && !this.deps.transportFor) throw new PoskoError('VALIDATION', `no address is known for ${id} (posko enroll ${id} <key> --url ...)`);
     try {
       this.deps.beforeSync();
-      const transport = this.deps.transportFor?.(row) ?? new HttpTransport(row.url!);
-      const report = await syncWith(sync, peer, transport, this.deps.limits, progress);
+      let report: SyncReport;
+      if (MqttSync.handles(row.url)) {
+        if (!this.deps.mqtt) throw new PoskoError('VALIDATION', `${id} is reached through MQTT, which this command does not do; the running gateway does`);
+        report = await this.deps.mqtt.push(row);
+      } else {
+        const transport = this.deps.transportFor?.(row) ?? new HttpTransport(row.url!);
+        report = await syncWith(sync, peer, transport, this.deps.limits, progress);
+      }
       sync.recordAttempt(id, { ok: true });
       if (report.events > 0 || report.chunksSent > 0 || report.refusedHere.length > 0 || report.refusedByPeer.length > 0) {
         log.info('synced', {
@@ -121,7 +130,7 @@ export class PeerSync {
       const left = sync.budgetLeft(p.id);
       return {
         id: p.id, role: p.role, status: p.status, source: p.source, url: p.url, fingerprint: this.deps.fingerprint(p.public_key),
-        lastSuccessAt: p.last_success_at, lastAttemptAt: p.last_attempt_at, lastError: p.last_error, failures: p.failures,
+        lastSuccessAt: p.last_success_at, lastHeardAt: p.last_heard_at, lastAttemptAt: p.last_attempt_at, lastError: p.last_error, failures: p.failures,
         nextAttemptAt: p.failures > 0 && p.next_attempt_ms > 0 ? new Date(p.next_attempt_ms).toISOString() : null,
         bytesSent: p.bytes_sent, bytesReceived: p.bytes_received, pendingDocs: p.status === 'enrolled' ? sync.pendingFor(p.id) : 0,
         budgetBytesPerDay: p.budget_bytes, budgetLeftToday: Number.isFinite(left) ? left : null, syncing: this.running.has(p.id),
