@@ -105,7 +105,7 @@ export class LedgerFolder {
 
   /** How many of this post's events wait to be folded. */
   pending(): number {
-    return (this.store.db.prepare('SELECT count(*) AS n FROM events WHERE seq > ? AND post = ?').get(this.foldedSeq(), this.post) as { n: number }).n;
+    return (this.store.db.prepare('SELECT count(*) AS n FROM events WHERE seq > ? AND post = ? AND merged = 0').get(this.foldedSeq(), this.post) as { n: number }).n;
   }
 
   /**
@@ -115,7 +115,7 @@ export class LedgerFolder {
   prepare(limit = 2000): FoldPlan | undefined {
     const from = this.foldedSeq();
     const rows = this.store.db
-      .prepare('SELECT * FROM events WHERE seq > ? AND post = ? ORDER BY seq LIMIT ?')
+      .prepare('SELECT * FROM events WHERE seq > ? AND post = ? AND merged = 0 ORDER BY seq LIMIT ?')
       .all(from, this.post, limit) as EventRow[];
     if (rows.length === 0) return undefined;
     const byDay = new Map<string, PoskoEvent[]>();

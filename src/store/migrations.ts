@@ -179,6 +179,9 @@ export const MIGRATIONS: readonly Migration[] = [
         heads TEXT NOT NULL,
         PRIMARY KEY (peer, doc_id)
       ) WITHOUT ROWID;
+      -- 1 for an event that arrived already inside a ledger document (merged from a peer, e.g.
+      -- this post's own events coming back after a restore): never folded again.
+      ALTER TABLE events ADD COLUMN merged INTEGER NOT NULL DEFAULT 0;
       -- Chunks refused during sync, and why: visible to operators, never silently dropped.
       CREATE TABLE sync_refusals (
         id INTEGER PRIMARY KEY AUTOINCREMENT,

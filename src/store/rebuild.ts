@@ -31,6 +31,8 @@ export function rebuildViews(store: Store, onProgress?: (done: number, total: nu
       store.views.insertEvent(e);
       parcels.add(e.parcel);
     }
+    // Every event now comes from a document: none is left to fold.
+    store.db.exec('UPDATE events SET merged = 1');
     store.views.refreshParcels(parcels);
     const maxSeq = (store.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM events').get() as { s: number }).s;
     store.meta.set(META_FOLD_SEQ, String(maxSeq));

@@ -356,10 +356,12 @@ export class SyncStore implements Replica {
         const existing = this.store.views.eventById(e.id);
         if (existing) {
           if (existing.key !== e.key || existing.post !== e.post) throw refusal(id, 'BAD_DOCUMENT', `event ${e.id} clashes with a different event`);
+          // Our own event, not folded yet here, is already in the document: never fold it again.
+          this.store.views.markMerged(e.id);
           continue;
         }
         if (this.store.views.eventByKey(e.key)) throw refusal(id, 'BAD_DOCUMENT', `event ${e.id} reuses the idempotency key of another event`);
-        this.store.views.insertEvent(e);
+        this.store.views.insertEvent(e, true);
         fresh.push(e);
       }
       this.store.views.applyEvents(fresh);

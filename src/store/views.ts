@@ -54,6 +54,8 @@ export class Views {
   private readonly stockAddStmt: Database.Statement;
   private readonly stockPruneStmt: Database.Statement;
   private readonly maxHlcStmt: Database.Statement;
+  private readonly markMergedStmt: Database.Statement;
+  private readonly markMergedByIdStmt: Database.Statement;
 
   constructor(readonly db: Database.Database) {
     this.insertEventStmt = db.prepare(
@@ -77,6 +79,8 @@ export class Views {
     );
     this.stockPruneStmt = db.prepare('DELETE FROM stock WHERE post = ? AND item = ? AND org = ? AND parcels = 0 AND on_hand = 0 AND incoming = 0');
     this.maxHlcStmt = db.prepare('SELECT max(hlc) AS hlc FROM events');
+    this.markMergedStmt = db.prepare('UPDATE events SET merged = 1 WHERE seq = ?');
+    this.markMergedByIdStmt = db.prepare('UPDATE events SET merged = 1 WHERE id = ? AND merged = 0');
   }
 
   /** The event recorded under an idempotency key, if any. */
@@ -106,9 +110,19 @@ export class Views {
     return (this.maxHlcStmt.get() as { hlc: string | null }).hlc ?? undefined;
   }
 
-  /** Inserts an event into the journal. Call inside a transaction, then `refreshParcels`. */
-  insertEvent(e: PoskoEvent): number {
-    return Number(this.insertEventStmt.run(toRow(e)).lastInsertRowid);
+  /**
+   * Inserts an event into the journal. Call inside a transaction, then `applyEvents`. `merged`:
+   * the event came inside a ledger document (from a peer), so it is never folded.
+   */
+  insertEvent(e: PoskoEvent, merged = false): number {
+    const seq = Number(this.insertEventStmt.run(toRow(e)).lastInsertRowid);
+    if (merged) this.markMergedStmt.run(seq);
+    return seq;
+  }
+
+  /** Records that a stored event is now inside a ledger document (it is not folded again). */
+  markMerged(id: string): void {
+    this.markMergedByIdStmt.run(id);
   }
 
   /**
