@@ -129,7 +129,7 @@ export class Gateway {
     });
     this.peerSync = new PeerSync({
       sync: this.sync, log: opts.log, intervalMs: config.syncIntervalMs, limits, now, fingerprint, mqtt: this.mqttSync,
-      beforeSync: () => this.foldNow(),
+      beforeSync: () => this.prepareSync(),
       onReport: (r) => this.metrics.syncExchanges.inc({ result: 'error' in r ? r.error.code : r.complete ? 'complete' : 'partial' }),
     });
     this.devices = new DeviceMessages(this.store, this.commits, opts.log, (kind, result) => this.metrics.mqttMessages.inc({ kind, result }));
@@ -140,7 +140,7 @@ export class Gateway {
       clockWall: () => this.clock.currentWall(),
       sync: {
         answer: (message) => {
-          this.foldNow();
+          this.prepareSync();
           return serveSync(this.sync, message, limits);
         },
       },
@@ -219,6 +219,16 @@ export class Gateway {
       this.metrics.foldErrors.inc();
       this.opts.log.warn('fold failed; will retry', { error: (e as Error).message });
       return 0;
+    }
+  }
+
+  /** Before a sync or an export: fold pending events, and list them in the post manifest. */
+  prepareSync(): void {
+    this.foldNow();
+    try {
+      this.sync.refreshManifest();
+    } catch (e) {
+      this.opts.log.warn('manifest not updated', { error: (e as Error).message });
     }
   }
 

@@ -36,7 +36,14 @@ function openSync(config: Config): { store: Store; sync: SyncStore; identity: Id
   const { identity } = loadIdentity(config.dataDir, config.postId, config.role);
   const actor = store.ensureActorPrefix(actorPrefix(identity.publicKey));
   const sync = new SyncStore(store, identity);
-  return { store, sync, identity, fold: () => new LedgerFolder(store, asPostId(config.postId), actor).foldAll() };
+  return {
+    store, sync, identity,
+    fold: () => {
+      const n = new LedgerFolder(store, asPostId(config.postId), actor).foldAll();
+      sync.refreshManifest();
+      return n;
+    },
+  };
 }
 
 /** A progress line on stderr (a terminal only), for long work. */

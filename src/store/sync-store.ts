@@ -12,6 +12,7 @@ import type { PoskoEvent } from '../domain/events.ts';
 import { DIRECTORY_DOC, directoryEntries, enrollInDirectory, type DirectoryDoc, type DirectoryEntry } from '../sync/directory.ts';
 import { ledgerPost, sameHeads, writersOf, type DocHeads } from '../sync/documents.ts';
 import { actorPrefix, type Identity, type PublicIdentity, type Role } from '../sync/identity.ts';
+import { manifestId, updateManifest, type ManifestDoc } from '../sync/manifest.ts';
 import { addedEntries, entryToEvent, ledgerSize, type LedgerDoc } from '../sync/ledger.ts';
 import type { Refusal } from '../sync/messages.ts';
 import type { ApplyResult, Chunk, Replica } from '../sync/session.ts';
@@ -45,9 +46,11 @@ function refusal(doc: string, code: ErrorCode, message: string): PoskoError {
 /** The SQLite-backed replica of one gateway. */
 export class SyncStore implements Replica {
   private readonly now: () => number;
+  private readonly writerActor: string;
 
   constructor(readonly store: Store, readonly me: Identity, private readonly hooks: SyncStoreHooks = {}) {
     this.now = hooks.now ?? Date.now;
+    this.writerActor = actorPrefix(me.publicKey) + randomBytes(8).toString('hex');
   }
 
   private iso(): string {
@@ -125,17 +128,46 @@ export class SyncStore implements Replica {
 
   /** Writes one entry of the directory document (HQ only), inside the caller's transaction. */
   private writeDirectory(e: DirectoryEntry): void {
-    // A writer of its own: the CLI and the gateway may both enroll; each process writes with a
-    // fresh actor under this gateway's prefix, so their changes never share (actor, seq).
-    const actor = actorPrefix(this.me.publicKey) + randomBytes(8).toString('hex');
-    const before = this.store.docs.load<DirectoryDoc>(DIRECTORY_DOC, actor) ?? A.init<DirectoryDoc>({ actor: actor as A.ActorId });
+    this.writeOwn<DirectoryDoc>(DIRECTORY_DOC, (doc) => enrollInDirectory(doc, e));
+  }
+
+  /**
+   * Changes a document this gateway writes (directory, manifest), inside the caller's transaction.
+   * Each process writes with an actor of its own under this gateway's prefix: the CLI and the
+   * gateway may both write, and their changes must never share (actor, seq).
+   */
+  private writeOwn<T>(id: string, change: (doc: A.Doc<T>) => A.Doc<T>): void {
+    const actor = this.writerActor;
+    const before = this.store.docs.load<T>(id, actor) ?? A.init<T>({ actor: actor as A.ActorId });
     const beforeHeads = A.getHeads(before);
-    const after = enrollInDirectory(before, e);
-    const chunk = beforeHeads.length === 0 ? A.save(after) : A.saveSince(after, beforeHeads);
-    const info = this.store.docs.info(DIRECTORY_DOC);
-    const compact = !info || info.chunkBytes + chunk.byteLength > info.snapshotBytes;
-    this.store.docs.put(DIRECTORY_DOC, { chunk, snapshot: compact ? A.save(after) : undefined, heads: A.getHeads(after), events: 0 });
-    freeQuietly(after);
+    const after = change(before);
+    try {
+      if (after === before) return;
+      const chunk = beforeHeads.length === 0 ? A.save(after) : A.saveSince(after, beforeHeads);
+      const info = this.store.docs.info(id);
+      const compact = !info || info.chunkBytes + chunk.byteLength > info.snapshotBytes;
+      this.store.docs.put(id, { chunk, snapshot: compact ? A.save(after) : undefined, heads: A.getHeads(after), events: 0 });
+    } finally {
+      freeQuietly(after);
+      if (after !== before) freeQuietly(before);
+    }
+  }
+
+  /**
+   * Brings this post's manifest up to date with its ledger segments (run before a sync or an
+   * export, after folding). Only the newest segment of the newest day is open; the rest are sealed.
+   */
+  refreshManifest(): void {
+    const ledgers = this.store.docs.list(`ledger/${this.me.id}/`);
+    const last = ledgers[ledgers.length - 1]?.id;
+    const map = new Map(ledgers.map((l) => [l.id, { events: l.events, heads: l.heads, sealed: l.id !== last }]));
+    try {
+      this.store.db.transaction(() => {
+        this.writeOwn<ManifestDoc>(manifestId(this.me.id), (doc) => updateManifest(doc, this.me.id, this.me.role, map));
+      }).immediate();
+    } catch (e) {
+      throw storageError(e);
+    }
   }
 
   /** Learns the gateways in a merged directory (HQ's word), without overriding local enrolments. */
