@@ -182,6 +182,17 @@ export const MIGRATIONS: readonly Migration[] = [
       -- 1 for an event that arrived already inside a ledger document (merged from a peer, e.g.
       -- this post's own events coming back after a restore): never folded again.
       ALTER TABLE events ADD COLUMN merged INTEGER NOT NULL DEFAULT 0;
+      -- Merged events arrive in any order: a void may come before the event it cancels.
+      CREATE INDEX events_voids ON events (voids) WHERE voids IS NOT NULL;
+      -- Each writer's latest signature over a document's heads (it authenticates every change
+      -- those heads descend from), kept so this gateway can pass documents on to others.
+      CREATE TABLE doc_sigs (
+        doc_id TEXT NOT NULL,
+        signer TEXT NOT NULL,
+        heads TEXT NOT NULL,
+        sig TEXT NOT NULL,
+        PRIMARY KEY (doc_id, signer)
+      ) WITHOUT ROWID;
       -- Chunks refused during sync, and why: visible to operators, never silently dropped.
       CREATE TABLE sync_refusals (
         id INTEGER PRIMARY KEY AUTOINCREMENT,

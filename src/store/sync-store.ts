@@ -6,15 +6,15 @@
  * numbers, bytes and budgets, and the refusals.
  */
 import * as A from '@automerge/automerge';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { PoskoError, isPoskoError, type ErrorCode } from '../domain/errors.ts';
 import type { PoskoEvent } from '../domain/events.ts';
 import { DIRECTORY_DOC, directoryEntries, enrollInDirectory, type DirectoryDoc, type DirectoryEntry } from '../sync/directory.ts';
 import { ledgerPost, sameHeads, writersOf, type DocHeads } from '../sync/documents.ts';
-import { actorPrefix, type Identity, type PublicIdentity, type Role } from '../sync/identity.ts';
+import { actorPrefix, headsStatementBytes, signBytes, verifyBytes, type Identity, type PublicIdentity, type Role } from '../sync/identity.ts';
 import { manifestId, updateManifest, type ManifestDoc } from '../sync/manifest.ts';
 import { addedEntries, entryToEvent, ledgerSize, type LedgerDoc } from '../sync/ledger.ts';
-import type { Refusal } from '../sync/messages.ts';
+import type { Refusal, Statement } from '../sync/messages.ts';
 import type { ApplyResult, Chunk, Replica } from '../sync/session.ts';
 import { storageError } from './db.ts';
 import type { Store } from './store.ts';
@@ -118,12 +118,15 @@ export class SyncStore implements Replica {
     if (c.budgetBytes !== undefined) this.store.db.prepare('UPDATE peers SET budget_bytes = ? WHERE id = ?').run(c.budgetBytes, id);
   }
 
-  requestEnrollment(p: PublicIdentity): void {
+  requestEnrollment(p: PublicIdentity): boolean {
+    // The first request for an id stands (the operator compares its fingerprint before
+    // approving); a request always asks for the role of a post.
     this.store.db.prepare(
-      `INSERT INTO peers (id, role, public_key, status, source, created_at) VALUES (?, ?, ?, 'pending', 'request', ?)
-       ON CONFLICT (id) DO UPDATE SET public_key = excluded.public_key, role = excluded.role
-       WHERE peers.status = 'pending'`,
-    ).run(p.id, p.role, p.publicKey, this.iso());
+      `INSERT INTO peers (id, role, public_key, status, source, created_at) VALUES (?, 'post', ?, 'pending', 'request', ?)
+       ON CONFLICT (id) DO NOTHING`,
+    ).run(p.id, p.publicKey, this.iso());
+    const row = this.peer(p.id);
+    return row?.status === 'pending' && row.public_key === p.publicKey;
   }
 
   /** Writes one entry of the directory document (HQ only), inside the caller's transaction. */
@@ -278,45 +281,105 @@ export class SyncStore implements Replica {
     }).immediate();
   }
 
-  chunkSince(docId: string, since: readonly string[]): { bytes: Uint8Array; full: boolean; heads: string[] } | undefined {
+  chunkSince(docId: string, since: readonly string[]): { bytes: Uint8Array; full: boolean; heads: string[]; sigs: Statement[] } | undefined {
     const info = this.store.docs.info(docId);
     if (!info || info.heads.length === 0 || sameHeads(info.heads, since)) return undefined;
+    const sigs = this.statementsFor(docId, info.heads);
     if (since.length === 0) {
       // A fresh peer gets the saved document, not its history change by change.
       const whole = this.store.docs.wholeSnapshot(docId);
-      if (whole) return { bytes: whole, full: true, heads: info.heads };
+      if (whole) return { bytes: whole, full: true, heads: info.heads, sigs };
     }
     const doc = this.store.docs.load<unknown>(docId);
     if (!doc) return undefined;
     try {
       const have = since.filter((h) => A.hasHeads(doc, [h]));
-      if (have.length === 0) return { bytes: A.save(doc), full: true, heads: A.getHeads(doc) };
+      if (have.length === 0) return { bytes: A.save(doc), full: true, heads: A.getHeads(doc), sigs };
       const bytes = A.saveSince(doc, have);
-      return bytes.length === 0 ? undefined : { bytes, full: false, heads: A.getHeads(doc) };
+      return bytes.length === 0 ? undefined : { bytes, full: false, heads: A.getHeads(doc), sigs };
     } finally {
       freeQuietly(doc);
     }
   }
 
-  /** Actor-id prefixes allowed to write a document. */
-  private writerPrefixes(docId: string): Set<string> {
+  /**
+   * The statements that authenticate a document at `heads`: this gateway's own signature when
+   * it writes the document, and the latest one kept from each other writer.
+   */
+  private statementsFor(docId: string, heads: readonly string[]): Statement[] {
+    const out: Statement[] = [];
     const w = writersOf(docId);
-    const out = new Set<string>();
-    const add = (id: string) => {
-      if (id === this.me.id) out.add(actorPrefix(this.me.publicKey));
-      else {
-        const p = this.enrolled(id);
-        if (p) out.add(actorPrefix(p.publicKey));
-      }
-    };
-    if (w.post) add(w.post);
+    if (w.post === this.me.id || (w.hq && this.me.role === 'hq')) {
+      out.push({ signer: this.me.id, heads: [...heads].sort(), sig: signBytes(this.me, headsStatementBytes(docId, heads)).toString('base64url') });
+    }
+    for (const r of this.store.db.prepare('SELECT signer, heads, sig FROM doc_sigs WHERE doc_id = ? AND signer != ?').all(docId, this.me.id) as { signer: string; heads: string; sig: string }[]) {
+      out.push({ signer: r.signer, heads: JSON.parse(r.heads) as string[], sig: r.sig });
+    }
+    return out;
+  }
+
+  /** The gateways allowed to write a document, by the actor-id prefix of their changes. */
+  private writersByPrefix(docId: string): Map<string, PublicIdentity> {
+    const w = writersOf(docId);
+    const out = new Map<string, PublicIdentity>();
+    const add = (p: PublicIdentity) => out.set(actorPrefix(p.publicKey), p);
+    const self = { id: this.me.id, role: this.me.role, publicKey: this.me.publicKey };
+    if (w.post) {
+      const p = w.post === this.me.id ? self : this.enrolled(w.post);
+      if (p) add(p);
+    }
     if (w.hq) {
-      if (this.me.role === 'hq') out.add(actorPrefix(this.me.publicKey));
-      for (const p of this.store.db.prepare("SELECT public_key FROM peers WHERE role = 'hq' AND status = 'enrolled'").all() as { public_key: string }[]) {
-        out.add(actorPrefix(p.public_key));
+      if (this.me.role === 'hq') add(self);
+      for (const p of this.store.db.prepare("SELECT id, role, public_key FROM peers WHERE role = 'hq' AND status = 'enrolled'").all() as { id: string; role: Role; public_key: string }[]) {
+        add({ id: p.id, role: p.role, publicKey: p.public_key });
       }
     }
     return out;
+  }
+
+  /**
+   * Checks that every change a chunk adds is by a gateway allowed to write the document and is
+   * covered by that gateway's signature over heads it descends from. Returns the statements
+   * that checked out (to keep for passing the document on).
+   */
+  private checkAuthors(id: string, after: A.Doc<unknown>, added: A.ChangeMetadata[], sigs: readonly Statement[]): Statement[] {
+    const writers = this.writersByPrefix(id);
+    const valid: { s: Statement; uncovered: Set<string> }[] = [];
+    for (const s of sigs) {
+      const signer = [...writers.values()].find((w) => w.id === s.signer);
+      if (!signer) continue;
+      if (!verifyBytes(signer.publicKey, headsStatementBytes(id, s.heads), Buffer.from(s.sig, 'base64url'))) {
+        throw refusal(id, 'NOT_OWNER', `the signature of ${s.signer} over ${id} does not verify`);
+      }
+      if (!A.hasHeads(after, s.heads)) continue;
+      valid.push({ s, uncovered: new Set(A.getChangesMetaSince(after, s.heads).map((c) => c.hash)) });
+    }
+    for (const ch of added) {
+      const author = writers.get(ch.actor.slice(0, 32));
+      if (!author) throw refusal(id, 'NOT_OWNER', `a change by actor ${ch.actor.slice(0, 12)}… is not by a gateway allowed to write ${id}`);
+      if (!valid.some((v) => v.s.signer === author.id && !v.uncovered.has(ch.hash))) {
+        throw refusal(id, 'NOT_OWNER', `a change to ${id} in ${author.id}'s name is not covered by ${author.id}'s signature`);
+      }
+    }
+    return valid.map((v) => v.s);
+  }
+
+  /** Keeps each writer's newest statement: one that covers the statement kept so far. */
+  private keepStatements(id: string, after: A.Doc<unknown>, statements: readonly Statement[]): void {
+    const get = this.store.db.prepare('SELECT heads FROM doc_sigs WHERE doc_id = ? AND signer = ?');
+    const put = this.store.db.prepare(
+      'INSERT INTO doc_sigs (doc_id, signer, heads, sig) VALUES (?, ?, ?, ?) ON CONFLICT (doc_id, signer) DO UPDATE SET heads = excluded.heads, sig = excluded.sig',
+    );
+    for (const s of statements) {
+      if (s.signer === this.me.id) continue;
+      const old = get.get(id, s.signer) as { heads: string } | undefined;
+      if (old) {
+        const newer = new Set(A.getChangesMetaSince(after, s.heads).map((c) => c.hash));
+        const oldHeads = JSON.parse(old.heads) as string[];
+        if (oldHeads.some((h) => newer.has(h) || !A.hasHeads(after, [h]))) continue;
+      }
+      put.run(id, s.signer, JSON.stringify([...s.heads].sort()), s.sig);
+    }
   }
 
   apply(from: string, chunks: readonly Chunk[]): ApplyResult {
@@ -352,15 +415,24 @@ export class SyncStore implements Replica {
   /** Applies one chunk inside a savepoint; throws a 422 PoskoError to refuse it. */
   private applyOne(c: Chunk): { changed: boolean; events: PoskoEvent[] } {
     const id = c.meta.doc;
+    if (c.bytes.length !== c.meta.len || createHash('sha256').update(c.bytes).digest('hex') !== c.meta.sha) {
+      throw refusal(id, 'CHUNK_CORRUPT', 'the chunk does not match its SHA-256');
+    }
     const before = this.store.docs.load<unknown>(id);
     let after: A.Doc<unknown> | undefined;
+    let scratch: A.Doc<unknown> | undefined;
     try {
       const beforeHeads = before ? A.getHeads(before) : [];
       try {
         // A whole document is loaded on its own first: that is where Automerge reports damage
         // (merged into a document with history, a damaged chunk is often ignored in silence).
-        if (c.meta.full) freeQuietly(A.load(c.bytes));
-        after = A.loadIncremental(before ? A.clone(before) : A.init(), c.bytes);
+        if (!before) after = A.load(c.bytes);
+        else {
+          if (c.meta.full) freeQuietly(A.load(c.bytes));
+          scratch = A.clone(before);
+          after = A.loadIncremental(scratch, c.bytes);
+          scratch = undefined;
+        }
       } catch (e) {
         throw refusal(id, 'CHUNK_CORRUPT', `Automerge could not read the chunk: ${(e as Error).message}`.slice(0, 300));
       }
@@ -368,14 +440,9 @@ export class SyncStore implements Replica {
       if (!A.hasHeads(after, c.meta.heads) || A.getMissingDeps(after, []).length > 0) {
         throw refusal(id, 'CHUNK_INCOMPLETE', 'the chunk does not reach the heads it claims (damaged, or a change it depends on is missing)');
       }
-      const changes = A.getChangesMetaSince(after, beforeHeads);
-      if (changes.length === 0) return { changed: false, events: [] };
-      const allowed = this.writerPrefixes(id);
-      for (const ch of changes) {
-        if (!allowed.has(ch.actor.slice(0, 32))) {
-          throw refusal(id, 'NOT_OWNER', `a change by actor ${ch.actor.slice(0, 12)}… is not by a gateway allowed to write ${id}`);
-        }
-      }
+      const added = A.getChangesMetaSince(after, beforeHeads);
+      if (added.length === 0) return { changed: false, events: [] };
+      const statements = this.checkAuthors(id, after, added, c.meta.sigs);
       const events = this.checkContent(id, before, after);
       const heads = A.getHeads(after);
       const info = this.store.docs.info(id);
@@ -383,6 +450,7 @@ export class SyncStore implements Replica {
       const compact = !info || info.chunkBytes + chunk.byteLength > info.snapshotBytes;
       const size = ledgerPost(id) ? ledgerSize(after as A.Doc<LedgerDoc>) : 0;
       this.store.docs.put(id, { chunk, snapshot: compact ? A.save(after) : undefined, heads, events: size });
+      this.keepStatements(id, after, statements);
       const fresh: PoskoEvent[] = [];
       for (const e of events) {
         const existing = this.store.views.eventById(e.id);
@@ -400,6 +468,7 @@ export class SyncStore implements Replica {
       if (id === DIRECTORY_DOC) this.learnDirectory(after as A.Doc<DirectoryDoc>);
       return { changed: true, events: fresh };
     } finally {
+      freeQuietly(scratch);
       freeQuietly(before);
       freeQuietly(after);
     }

@@ -56,6 +56,7 @@ export class Views {
   private readonly maxHlcStmt: Database.Statement;
   private readonly markMergedStmt: Database.Statement;
   private readonly markMergedByIdStmt: Database.Statement;
+  private readonly voidedStmt: Database.Statement;
 
   constructor(readonly db: Database.Database) {
     this.insertEventStmt = db.prepare(
@@ -80,6 +81,7 @@ export class Views {
     this.stockPruneStmt = db.prepare('DELETE FROM stock WHERE post = ? AND item = ? AND org = ? AND parcels = 0 AND on_hand = 0 AND incoming = 0');
     this.maxHlcStmt = db.prepare('SELECT max(hlc) AS hlc FROM events');
     this.markMergedStmt = db.prepare('UPDATE events SET merged = 1 WHERE seq = ?');
+    this.voidedStmt = db.prepare('SELECT 1 FROM events WHERE voids = ? LIMIT 1');
     this.markMergedByIdStmt = db.prepare('UPDATE events SET merged = 1 WHERE id = ? AND merged = 0');
   }
 
@@ -120,6 +122,10 @@ export class Views {
     return seq;
   }
 
+  private isVoided(id: string): boolean {
+    return this.voidedStmt.get(id) !== undefined;
+  }
+
   /** Records that a stored event is now inside a ledger document (it is not folded again). */
   markMerged(id: string): void {
     this.markMergedByIdStmt.run(id);
@@ -142,7 +148,8 @@ export class Views {
     for (const [id, list] of byParcel) {
       const before = this.parcel(id);
       list.sort(compareEvents);
-      const stepwise = list.every((e) => e.kind !== 'void') && (!before || list[0]!.hlc > before.last_hlc);
+      // A void merged before the event it cancels is already stored: then re-derive too.
+      const stepwise = list.every((e) => e.kind !== 'void' && !this.isVoided(e.id)) && (!before || list[0]!.hlc > before.last_hlc);
       let state: ParcelState | undefined;
       if (stepwise) {
         state = before ? fromParcelRow(before) : undefined;

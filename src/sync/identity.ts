@@ -120,3 +120,8 @@ export function messageKey(mine: KeyObject, theirPublicKey: string, salt: Uint8A
   const shared = diffieHellman({ privateKey: mine, publicKey: boxKeyOf(theirPublicKey) });
   return Buffer.from(hkdfSync('sha256', shared, salt, info, 32));
 }
+
+/** What a head statement signs: this document, at exactly these heads, is as its writer made it. */
+export function headsStatementBytes(docId: string, heads: readonly string[]): Buffer {
+  return Buffer.from(`posko-heads-v1\0${docId}\0${[...heads].sort().join(',')}`);
+}

@@ -10,6 +10,18 @@ import { decodeBody, encodeBody, type Body } from './wire.ts';
 const Heads = z.array(z.string().refine(isHead, 'a change hash is 64 hex digits')).max(4096);
 const DocIdSchema = z.string().max(80).refine(isDocId, 'unknown document id');
 
+/**
+ * A writer's signature over a document's heads. Change hashes chain (each covers its
+ * dependencies), so it authenticates every change those heads descend from: a relay can pass a
+ * document on, but cannot add to it.
+ */
+export const StatementSchema = z.strictObject({
+  signer: z.string().max(40),
+  heads: Heads,
+  sig: z.string().regex(/^[A-Za-z0-9_-]{86}$/),
+});
+export type Statement = z.infer<typeof StatementSchema>;
+
 /** One document's chunk: what it brings the receiver to (`heads`), and its integrity. */
 export const ChunkMetaSchema = z.strictObject({
   doc: DocIdSchema,
@@ -19,6 +31,8 @@ export const ChunkMetaSchema = z.strictObject({
   len: z.number().int().nonnegative(),
   /** A whole saved document rather than changes since what the receiver has. */
   full: z.boolean(),
+  /** Its writers' signatures covering every change in it. */
+  sigs: z.array(StatementSchema).max(16),
 });
 export type ChunkMeta = z.infer<typeof ChunkMetaSchema>;
 

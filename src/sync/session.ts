@@ -15,10 +15,10 @@ import { createHash } from 'node:crypto';
 import { PoskoError } from '../domain/errors.ts';
 import { POST_ID_RE } from '../domain/ids.ts';
 import { byPriority, digestOf, sameHeads, type DocHeads } from './documents.ts';
-import { isPublicKey, verifyBytes, type Identity, type PublicIdentity, type Role } from './identity.ts';
+import { isPublicKey, verifyBytes, type Identity, type PublicIdentity } from './identity.ts';
 import {
   AckSchema, AckedSchema, BundleSchema, HelloSchema, ReplySchema, decodeMessage, encodeMessage,
-  type ChunkMeta, type Hello, type Refusal, type Reply,
+  type ChunkMeta, type Hello, type Refusal, type Reply, type Statement,
 } from './messages.ts';
 import { open, peekHeader, seal, type Body, type MessageKind } from './wire.ts';
 
@@ -44,8 +44,11 @@ export interface Replica {
   /** Every stored document and its heads. */
   state(): DocHeads;
   /** What a peer that has `since` lacks of a document; undefined when it lacks nothing. */
-  chunkSince(doc: string, since: readonly string[]): { bytes: Uint8Array; full: boolean; heads: string[] } | undefined;
-  /** Verifies and applies a peer's chunks; a refused document changes nothing, the others apply. */
+  chunkSince(doc: string, since: readonly string[]): { bytes: Uint8Array; full: boolean; heads: string[]; sigs: Statement[] } | undefined;
+  /**
+   * Verifies and applies a peer's chunks (hash, completeness, signatures, ownership, content); a
+   * refused document changes nothing and is recorded, the others apply.
+   */
   apply(from: string, chunks: readonly Chunk[]): ApplyResult;
   /** The heads a peer is known to have. */
   known(peer: string): DocHeads;
@@ -53,8 +56,11 @@ export interface Replica {
   learn(peer: string, entries: Iterable<readonly [string, readonly string[]]>, replace?: boolean): void;
   /** An enrolled (not revoked, not pending) peer. */
   enrolled(id: string): PublicIdentity | undefined;
-  /** Records that an unknown gateway asked to be enrolled. */
-  requestEnrollment(p: PublicIdentity): void;
+  /**
+   * Records that an unknown gateway asked to be enrolled; false when the id is known already
+   * (revoked, or a request is pending: the first request stands, its fingerprint is checked).
+   */
+  requestEnrollment(p: PublicIdentity): boolean;
   /** The next sequence number for a message this gateway sends. */
   nextSeq(): number;
   /** Moves this gateway's sequence past `seq` (a peer saw a higher one: we were restored). */
@@ -128,22 +134,14 @@ export function pickChunks(
     if (!c) continue;
     if (total + c.bytes.length > budget) return { chunks, more: true, budgetExhausted: true };
     if (chunks.length > 0 && total + c.bytes.length > limit) return { chunks, more: true, budgetExhausted: false };
-    chunks.push({ meta: { doc, heads: c.heads, sha: sha256(c.bytes), len: c.bytes.length, full: c.full }, bytes: c.bytes });
+    chunks.push({ meta: { doc, heads: c.heads, sha: sha256(c.bytes), len: c.bytes.length, full: c.full, sigs: c.sigs }, bytes: c.bytes });
     total += c.bytes.length;
   }
   return { chunks, more: false, budgetExhausted: false };
 }
 
-/** Checks the chunks' hashes; a mismatch is refused here, before Automerge sees the bytes. */
-function checkChunks(chunks: ChunkMeta[], blobs: Uint8Array[]): { ok: Chunk[]; refused: Refusal[] } {
-  const ok: Chunk[] = [];
-  const refused: Refusal[] = [];
-  chunks.forEach((meta, i) => {
-    const bytes = blobs[i]!;
-    if (sha256(bytes) !== meta.sha) refused.push({ doc: meta.doc, code: 'CHUNK_CORRUPT', message: 'the chunk does not match its SHA-256' });
-    else ok.push({ meta, bytes });
-  });
-  return { ok, refused };
+function withBytes(chunks: ChunkMeta[], blobs: Uint8Array[]): Chunk[] {
+  return chunks.map((meta, i) => ({ meta, bytes: blobs[i]! }));
 }
 
 function sealFor(replica: Replica, peer: PublicIdentity, kind: MessageKind, body: Buffer): Buffer {
@@ -160,9 +158,7 @@ function senderOf(replica: Replica, message: Uint8Array): PublicIdentity {
   if (peer) return peer;
   const selfSigned = POST_ID_RE.test(h.from) && isPublicKey(h.key) && h.from !== replica.me.id
     && verifyBytes(h.key, message.subarray(0, message.length - 64), message.subarray(message.length - 64));
-  if (selfSigned) {
-    const role: Role = h.role === 'hq' ? 'hq' : 'post';
-    replica.requestEnrollment({ id: h.from, role, publicKey: h.key });
+  if (selfSigned && replica.requestEnrollment({ id: h.from, role: 'post', publicKey: h.key })) {
     throw new PoskoError('ENROLLMENT_PENDING', `${h.from} is not enrolled here; its request waits for approval (posko enroll ${h.from} --approve)`);
   }
   throw new PoskoError('SYNC_UNKNOWN_PEER', `${h.from} is not an enrolled gateway`);
@@ -186,8 +182,7 @@ export function serve(replica: Replica, message: Uint8Array, limits: SyncLimits 
   if (header.kind !== 'hello') throw new PoskoError('SYNC_MALFORMED', `a ${header.kind} message cannot start an exchange`);
   const { json: hello, blobs } = decodeMessage<Hello>(body, HelloSchema);
   if (hello.summary) replica.learn(peer.id, hello.summary, true);
-  const checked = checkChunks(hello.chunks, blobs);
-  const applied = replica.apply(peer.id, checked.ok);
+  const applied = replica.apply(peer.id, withBytes(hello.chunks, blobs));
   // The client has what it sent, whether or not this replica took it.
   replica.learn(peer.id, hello.chunks.map((c) => [c.doc, c.heads] as const));
   const state = replica.state();
@@ -197,7 +192,7 @@ export function serve(replica: Replica, message: Uint8Array, limits: SyncLimits 
     ? { chunks: [], more: false, budgetExhausted: false }
     : pickChunks(replica, state, known, limits.maxMessageBytes, replica.budgetLeft(peer.id));
   const reply: Reply = {
-    re, root: digestOf(state), acks: applied.acks, refused: [...checked.refused, ...applied.refused],
+    re, root: digestOf(state), acks: applied.acks, refused: applied.refused,
     chunks: picked.chunks.map((c) => c.meta), needSummary, more: picked.more,
     ...(hello.wantSummary ? { summary: entries(state) } : {}),
   };
@@ -273,9 +268,8 @@ export async function syncWith(
     }
     sendSummary = false;
     wantSummary = false;
-    const checked = checkChunks(r.chunks, reply.blobs);
-    const applied = replica.apply(peer.id, checked.ok);
-    report.refusedHere.push(...checked.refused, ...applied.refused);
+    const applied = replica.apply(peer.id, withBytes(r.chunks, reply.blobs));
+    report.refusedHere.push(...applied.refused);
     report.chunksReceived += r.chunks.length;
     report.events += applied.events;
     // The peer has what it sent.
@@ -353,16 +347,16 @@ export function importBundle(replica: Replica, message: Uint8Array, progress?: P
   const { header, body } = open(replica.me, sender.publicKey, message);
   if (header.kind !== 'bundle') throw new PoskoError('SYNC_MALFORMED', `not a bundle but a ${header.kind} message`);
   const { json, blobs } = decodeMessage(body, BundleSchema);
-  const checked = checkChunks(json.chunks, blobs);
+  const chunks = withBytes(json.chunks, blobs);
   let changed = 0;
   let events = 0;
-  const refused = [...checked.refused];
-  checked.ok.forEach((c, i) => {
+  const refused: Refusal[] = [];
+  chunks.forEach((c, i) => {
     const r = replica.apply(sender.id, [c]);
     changed += r.changed;
     events += r.events;
     refused.push(...r.refused);
-    progress?.({ stage: 'import', done: i + 1, total: checked.ok.length, bytes: c.bytes.length });
+    progress?.({ stage: 'import', done: i + 1, total: chunks.length, bytes: c.bytes.length });
   });
   // The sender has what it sent, and what it says it has.
   replica.learn(sender.id, [...json.chunks.map((c) => [c.doc, c.heads] as const), ...json.have]);

@@ -36,8 +36,12 @@ export class HttpTransport implements Transport {
       throw new PoskoError('SYNC_UNREACHABLE', `${this.baseUrl} dropped the connection mid-answer (${(e as Error).message})`);
     }
     if (res.ok) return body;
+    // Errors are `{ error: { code, message, details } }` (http/errors.ts).
     let err: { code?: string; message?: string; details?: Record<string, unknown> } = {};
-    try { err = JSON.parse(Buffer.from(body).toString('utf8')) as typeof err; } catch { /* not JSON */ }
+    try {
+      const parsed = JSON.parse(Buffer.from(body).toString('utf8')) as { error?: typeof err };
+      err = parsed.error ?? {};
+    } catch { /* not JSON */ }
     const code = (typeof err.code === 'string' && /^[A-Z_]{2,40}$/.test(err.code) ? err.code : 'SYNC_PEER_ERROR') as ErrorCode;
     const e = new PoskoError(code, `${this.baseUrl}: ${err.message ?? `HTTP ${res.status}`}`, err.details);
     throw isPoskoError(e) ? e : new PoskoError('SYNC_PEER_ERROR', String(e));

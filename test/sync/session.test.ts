@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { openTestGateway, CODES, type TestGateway } from '../helpers/gateway.ts';
-import { serve, syncWith, type Transport } from '../../src/sync/session.ts';
+import { direct, introduce } from '../helpers/sync.ts';
+import { syncWith } from '../../src/sync/session.ts';
 
 const open: TestGateway[] = [];
 afterEach(async () => { await Promise.all(open.splice(0).map((g) => g.close())); });
@@ -9,15 +10,6 @@ function gateway(post: string, role: 'post' | 'hq' = 'post'): TestGateway {
   const g = openTestGateway({ config: { postId: post, role } });
   open.push(g);
   return g;
-}
-
-function direct(to: TestGateway): Transport {
-  return { label: `direct:${to.gw.identity.id}`, exchange: async (m) => serve(to.gw.sync, m) };
-}
-
-function introduce(a: TestGateway, b: TestGateway): void {
-  a.gw.sync.enroll({ id: b.gw.identity.id, role: b.gw.identity.role, publicKey: b.gw.identity.publicKey });
-  b.gw.sync.enroll({ id: a.gw.identity.id, role: a.gw.identity.role, publicKey: a.gw.identity.publicKey });
 }
 
 describe('sync session', () => {
