@@ -102,7 +102,7 @@ export async function enrollCommand(args: string[], config: Config, opts: SyncCl
       let row;
       if (opts.approve) row = sync.approve(id);
       else {
-        if (!isPublicKey(key!)) throw new PoskoError('VALIDATION', 'that is not a posko public key (posko identity prints it: 86 characters)');
+        if (!isPublicKey(key!)) throw new PoskoError('VALIDATION', 'that is not a posko public key (posko identity prints it: pk1. and 86 characters)');
         row = sync.enroll({ id, role, publicKey: key!, url: opts.url ?? null, budgetBytes: budget ?? null });
       }
       if (opts.url !== undefined || budget !== undefined) sync.configure(id, { ...(opts.url !== undefined ? { url: opts.url } : {}), ...(budget !== undefined ? { budgetBytes: budget } : {}) });

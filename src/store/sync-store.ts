@@ -15,7 +15,7 @@ import { actorPrefix, headsStatementBytes, signBytes, verifyBytes, type Identity
 import { manifestId, updateManifest, type ManifestDoc } from '../sync/manifest.ts';
 import { addedEntries, entryToEvent, ledgerSize, type LedgerDoc } from '../sync/ledger.ts';
 import type { Refusal, Statement } from '../sync/messages.ts';
-import type { ApplyResult, Chunk, Replica } from '../sync/session.ts';
+import type { ApplyResult, Chunk, ChunkOut, Replica } from '../sync/session.ts';
 import { storageError } from './db.ts';
 import type { Store } from './store.ts';
 
@@ -281,25 +281,45 @@ export class SyncStore implements Replica {
     }).immediate();
   }
 
-  chunkSince(docId: string, since: readonly string[]): { bytes: Uint8Array; full: boolean; heads: string[]; sigs: Statement[] } | undefined {
+  chunkSince(docId: string, since: readonly string[], maxBytes = Number.POSITIVE_INFINITY): ChunkOut | undefined {
     const info = this.store.docs.info(docId);
     if (!info || info.heads.length === 0 || sameHeads(info.heads, since)) return undefined;
-    const sigs = this.statementsFor(docId, info.heads);
-    if (since.length === 0) {
+    const mine = this.writes(docId);
+    if (since.length === 0 && (!mine || info.snapshotBytes <= maxBytes)) {
       // A fresh peer gets the saved document, not its history change by change.
       const whole = this.store.docs.wholeSnapshot(docId);
-      if (whole) return { bytes: whole, full: true, heads: info.heads, sigs };
+      if (whole) return { bytes: whole, full: true, heads: info.heads, sigs: this.statementsFor(docId, info.heads), partial: false };
     }
     const doc = this.store.docs.load<unknown>(docId);
     if (!doc) return undefined;
     try {
       const have = since.filter((h) => A.hasHeads(doc, [h]));
-      if (have.length === 0) return { bytes: A.save(doc), full: true, heads: A.getHeads(doc), sigs };
+      const heads = A.getHeads(doc);
+      if (have.length === 0 && !mine) return { bytes: A.save(doc), full: true, heads, sigs: this.statementsFor(docId, heads), partial: false };
       const bytes = A.saveSince(doc, have);
-      return bytes.length === 0 ? undefined : { bytes, full: false, heads: A.getHeads(doc), sigs };
+      if (bytes.length === 0) return undefined;
+      if (bytes.length <= maxBytes || !mine) return { bytes, full: false, heads, sigs: this.statementsFor(docId, heads), partial: false };
+      // Too big for one message over this link, and ours to sign: send a prefix of the changes
+      // (in causal order), signed at its own heads; the rest follows in the next messages.
+      const changes = A.getChangesSince(doc, have);
+      const metas = A.getChangesMetaSince(doc, have);
+      let n = 0;
+      let size = 0;
+      while (n < changes.length && (n === 0 || size + changes[n]!.length <= maxBytes)) size += changes[n++]!.length;
+      if (n === changes.length) return { bytes, full: false, heads, sigs: this.statementsFor(docId, heads), partial: false };
+      const taken = metas.slice(0, n);
+      const deps = new Set(taken.flatMap((m) => m.deps));
+      const prefixHeads = taken.map((m) => m.hash).filter((h) => !deps.has(h));
+      return { bytes: Buffer.concat(changes.slice(0, n)), full: false, heads: prefixHeads, sigs: this.statementsFor(docId, prefixHeads), partial: true };
     } finally {
       freeQuietly(doc);
     }
+  }
+
+  /** True when this gateway writes (and so signs) a document. */
+  private writes(docId: string): boolean {
+    const w = writersOf(docId);
+    return w.post === this.me.id || (w.hq && this.me.role === 'hq');
   }
 
   /**
@@ -308,8 +328,7 @@ export class SyncStore implements Replica {
    */
   private statementsFor(docId: string, heads: readonly string[]): Statement[] {
     const out: Statement[] = [];
-    const w = writersOf(docId);
-    if (w.post === this.me.id || (w.hq && this.me.role === 'hq')) {
+    if (this.writes(docId)) {
       out.push({ signer: this.me.id, heads: [...heads].sort(), sig: signBytes(this.me, headsStatementBytes(docId, heads)).toString('base64url') });
     }
     for (const r of this.store.db.prepare('SELECT signer, heads, sig FROM doc_sigs WHERE doc_id = ? AND signer != ?').all(docId, this.me.id) as { signer: string; heads: string; sig: string }[]) {

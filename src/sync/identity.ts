@@ -16,7 +16,11 @@ export type Role = 'post' | 'hq';
 export interface PublicIdentity {
   id: string;
   role: Role;
-  /** base64url of the raw Ed25519 public key (32 bytes) followed by the raw X25519 public key (32 bytes). */
+  /**
+   * `pk1.` then base64url of the raw Ed25519 public key (32 bytes) followed by the raw X25519
+   * public key (32 bytes). The prefix names the format and keeps a key from starting with "-"
+   * (a command line would take it for an option).
+   */
   publicKey: string;
 }
 
@@ -36,7 +40,8 @@ export interface IdentitySecrets {
 const ED25519_SPKI = Buffer.from('302a300506032b6570032100', 'hex');
 const X25519_SPKI = Buffer.from('302a300506032b656e032100', 'hex');
 
-const PUBLIC_KEY_RE = /^[A-Za-z0-9_-]{86}$/;
+const KEY_PREFIX = 'pk1.';
+const PUBLIC_KEY_RE = /^pk1\.[A-Za-z0-9_-]{86}$/;
 
 /** Two new key pairs, as stored secrets. */
 export function newSecrets(): IdentitySecrets {
@@ -49,17 +54,17 @@ export function identityFrom(id: string, role: Role, secrets: IdentitySecrets): 
   const signKey = createPrivateKey({ key: Buffer.from(secrets.sign, 'base64'), format: 'der', type: 'pkcs8' });
   const boxKey = createPrivateKey({ key: Buffer.from(secrets.box, 'base64'), format: 'der', type: 'pkcs8' });
   const raw = (k: KeyObject) => createPublicKey(k).export({ format: 'der', type: 'spki' }).subarray(-32);
-  return { id, role, signKey, boxKey, publicKey: Buffer.concat([raw(signKey), raw(boxKey)]).toString('base64url') };
+  return { id, role, signKey, boxKey, publicKey: KEY_PREFIX + Buffer.concat([raw(signKey), raw(boxKey)]).toString('base64url') };
 }
 
 /** True when the string has the shape of a posko public key. */
 export function isPublicKey(s: string): boolean {
-  return PUBLIC_KEY_RE.test(s) && Buffer.from(s, 'base64url').length === 64;
+  return PUBLIC_KEY_RE.test(s) && Buffer.from(s.slice(KEY_PREFIX.length), 'base64url').length === 64;
 }
 
 function keyBytes(publicKey: string): Buffer {
-  if (!isPublicKey(publicKey)) throw new PoskoError('VALIDATION', 'not a posko public key (86 characters of base64url)');
-  return Buffer.from(publicKey, 'base64url');
+  if (!isPublicKey(publicKey)) throw new PoskoError('VALIDATION', 'not a posko public key (pk1. and 86 characters of base64url)');
+  return Buffer.from(publicKey.slice(KEY_PREFIX.length), 'base64url');
 }
 
 /** The Ed25519 verification key inside a public key string. */

@@ -69,8 +69,12 @@ export function createLedger(actor: string, post: string, day: string): A.Doc<Le
   });
 }
 
+/** Most events in one Automerge change (about 8 KiB): batching cuts the cost per event, and a
+ * change is the smallest piece a sync message can carry. */
+export const CHANGE_EVENTS = 256;
+
 /**
- * Adds events to a ledger in one change (batched: one change per fold costs a fraction of one per
+ * Adds events to a ledger in changes of at most CHANGE_EVENTS (batched: one change per fold costs a fraction of one per
  * event). `hourOfEvent` gives each event's bucket. Events already present are skipped.
  */
 export function appendToLedger(
@@ -79,14 +83,18 @@ export function appendToLedger(
   hourOfEvent: (e: PoskoEvent) => string,
 ): A.Doc<LedgerDoc> {
   const fresh = events.filter((e) => doc.hours[hourOfEvent(e)]?.[e.id] === undefined);
-  if (fresh.length === 0) return doc;
-  return A.change(doc, (d) => {
-    for (const e of fresh) {
-      const h = hourOfEvent(e);
-      d.hours[h] ??= {};
-      d.hours[h]![e.id] = toEntry(e);
-    }
-  });
+  let out = doc;
+  // Changes of at most CHANGE_EVENTS events: the unit a slow link can take in one message.
+  for (let i = 0; i < fresh.length; i += CHANGE_EVENTS) {
+    out = A.change(out, (d) => {
+      for (const e of fresh.slice(i, i + CHANGE_EVENTS)) {
+        const h = hourOfEvent(e);
+        d.hours[h] ??= {};
+        d.hours[h]![e.id] = toEntry(e);
+      }
+    });
+  }
+  return out;
 }
 
 /** Every event in a ledger document. */

@@ -50,6 +50,8 @@ export const HelloSchema = z.strictObject({
   summary: HeadsList.optional(),
   /** Ask the server for its summary (the client's knowledge of the server was wrong). */
   wantSummary: z.boolean().optional(),
+  /** The most chunk bytes the client wants in the reply (its link's message size). */
+  maxReply: z.number().int().min(16 * 1024).optional(),
 });
 export type Hello = z.infer<typeof HelloSchema>;
 

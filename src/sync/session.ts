@@ -28,6 +28,16 @@ export interface Chunk {
   bytes: Uint8Array;
 }
 
+/** A chunk as a replica serves it. */
+export interface ChunkOut {
+  bytes: Uint8Array;
+  full: boolean;
+  heads: string[];
+  sigs: Statement[];
+  /** Only the first part of what the peer lacks: more follows. */
+  partial: boolean;
+}
+
 /** What applying a peer's chunks did. */
 export interface ApplyResult {
   /** For every document offered: the heads this replica now has. */
@@ -43,8 +53,11 @@ export interface Replica {
   readonly me: Identity;
   /** Every stored document and its heads. */
   state(): DocHeads;
-  /** What a peer that has `since` lacks of a document; undefined when it lacks nothing. */
-  chunkSince(doc: string, since: readonly string[]): { bytes: Uint8Array; full: boolean; heads: string[]; sigs: Statement[] } | undefined;
+  /**
+   * What a peer that has `since` lacks of a document; undefined when it lacks nothing. Over
+   * `maxBytes`, a document this gateway writes comes as a prefix of its changes (`partial`).
+   */
+  chunkSince(doc: string, since: readonly string[], maxBytes?: number): ChunkOut | undefined;
   /**
    * Verifies and applies a peer's chunks (hash, completeness, signatures, ownership, content); a
    * refused document changes nothing and is recorded, the others apply.
@@ -130,12 +143,15 @@ export function pickChunks(
   let total = 0;
   for (const doc of byPriority(state.keys())) {
     if (sameHeads(state.get(doc), known.get(doc))) continue;
-    const c = replica.chunkSince(doc, known.get(doc) ?? []);
+    // What is left of this message; a big document of ours is cut to fit (at least 16 KiB).
+    const room = Math.max(limit - total, 16 * 1024);
+    const c = replica.chunkSince(doc, known.get(doc) ?? [], room);
     if (!c) continue;
     if (total + c.bytes.length > budget) return { chunks, more: true, budgetExhausted: true };
     if (chunks.length > 0 && total + c.bytes.length > limit) return { chunks, more: true, budgetExhausted: false };
     chunks.push({ meta: { doc, heads: c.heads, sha: sha256(c.bytes), len: c.bytes.length, full: c.full, sigs: c.sigs }, bytes: c.bytes });
     total += c.bytes.length;
+    if (c.partial) return { chunks, more: true, budgetExhausted: false };
   }
   return { chunks, more: false, budgetExhausted: false };
 }
@@ -156,9 +172,10 @@ function senderOf(replica: Replica, message: Uint8Array): PublicIdentity {
   const h = peekHeader(message);
   const peer = replica.enrolled(h.from);
   if (peer) return peer;
-  const selfSigned = POST_ID_RE.test(h.from) && isPublicKey(h.key) && h.from !== replica.me.id
-    && verifyBytes(h.key, message.subarray(0, message.length - 64), message.subarray(message.length - 64));
-  if (selfSigned && replica.requestEnrollment({ id: h.from, role: 'post', publicKey: h.key })) {
+  const key = h.key;
+  const selfSigned = key !== undefined && POST_ID_RE.test(h.from) && isPublicKey(key) && h.from !== replica.me.id
+    && verifyBytes(key, message.subarray(0, message.length - 64), message.subarray(message.length - 64));
+  if (selfSigned && replica.requestEnrollment({ id: h.from, role: 'post', publicKey: key })) {
     throw new PoskoError('ENROLLMENT_PENDING', `${h.from} is not enrolled here; its request waits for approval (posko enroll ${h.from} --approve)`);
   }
   throw new PoskoError('SYNC_UNKNOWN_PEER', `${h.from} is not an enrolled gateway`);
@@ -190,7 +207,7 @@ export function serve(replica: Replica, message: Uint8Array, limits: SyncLimits 
   const needSummary = !hello.summary && digestOf(known) !== hello.root;
   const picked = needSummary
     ? { chunks: [], more: false, budgetExhausted: false }
-    : pickChunks(replica, state, known, limits.maxMessageBytes, replica.budgetLeft(peer.id));
+    : pickChunks(replica, state, known, Math.min(limits.maxMessageBytes, hello.maxReply ?? Number.POSITIVE_INFINITY), replica.budgetLeft(peer.id));
   const reply: Reply = {
     re, root: digestOf(state), acks: applied.acks, refused: applied.refused,
     chunks: picked.chunks.map((c) => c.meta), needSummary, more: picked.more,
@@ -210,8 +227,10 @@ async function roundTrip<T extends { re: string }>(
   for (let attempt = 0; ; attempt++) {
     const sent = sealFor(replica, peer, kind, body);
     let raw: Uint8Array;
+    // Bytes count when they leave (a cut link costs them too).
+    report.bytesSent += sent.length;
+    replica.spend(peer.id, sent.length, 0);
     try {
-      report.bytesSent += sent.length;
       raw = await transport.exchange(sent);
     } catch (e) {
       const lastSeen = (e as PoskoError).details?.lastSeen;
@@ -223,7 +242,7 @@ async function roundTrip<T extends { re: string }>(
     }
     report.roundTrips++;
     report.bytesReceived += raw.length;
-    replica.spend(peer.id, sent.length, raw.length);
+    replica.spend(peer.id, 0, raw.length);
     const { header, body: answer } = open(replica.me, peer.publicKey, raw);
     if (header.kind !== expect || header.from !== peer.id) throw new PoskoError('SYNC_PEER_ERROR', `expected a ${expect} from ${peer.id}, got a ${header.kind} from ${header.from}`);
     const parsed = parse(answer);
@@ -249,7 +268,7 @@ export async function syncWith(
     const state = replica.state();
     const picked = pickChunks(replica, state, replica.known(peer.id), limits.maxMessageBytes, replica.budgetLeft(peer.id));
     const hello: Hello = {
-      root: digestOf(state), chunks: picked.chunks.map((c) => c.meta),
+      root: digestOf(state), chunks: picked.chunks.map((c) => c.meta), maxReply: Math.max(16 * 1024, limits.maxMessageBytes),
       ...(sendSummary ? { summary: entries(state) } : {}), ...(wantSummary ? { wantSummary: true } : {}),
     };
     const { answer: reply } = await roundTrip(

@@ -28,10 +28,8 @@ export type MessageKind = 'hello' | 'reply' | 'ack' | 'acked' | 'bundle';
 export interface Header {
   kind: MessageKind;
   from: string;
-  /** The sender's public key: lets a gateway that does not know it yet record an enrollment request. */
-  key: string;
-  /** The sender's role, for an enrollment request. */
-  role: string;
+  /** The sender's public key, in a hello: lets a gateway that does not know it yet record an enrollment request. */
+  key?: string;
   to: string[];
   /** Per-sender sequence number; live messages must increase (replays are refused). */
   seq: number;
@@ -104,6 +102,7 @@ export function decodeBody<T>(frame: Uint8Array, blobSizes: (json: T) => number[
 
 /** Seals a body from `me` for `recipients`. */
 export function seal(me: Identity, recipients: readonly PublicIdentity[], kind: MessageKind, seq: number, body: Uint8Array): Buffer {
+  // Only a message that may come from a stranger carries the sender's key.
   const salt = randomBytes(16);
   const iv = randomBytes(IV_BYTES);
   const contentKey = randomBytes(32);
@@ -114,7 +113,7 @@ export function seal(me: Identity, recipients: readonly PublicIdentity[], kind: 
     keys[r.id] = Buffer.concat([wrapIv, aesSeal(kek, wrapIv, contentKey)]).toString('base64url');
   }
   const header: Header = {
-    kind, from: me.id, key: me.publicKey, role: me.role, to: recipients.map((r) => r.id), seq,
+    kind, from: me.id, ...(kind === 'hello' || kind === 'bundle' ? { key: me.publicKey } : {}), to: recipients.map((r) => r.id), seq,
     salt: salt.toString('base64url'), iv: iv.toString('base64url'), keys,
   };
   const headerBytes = Buffer.from(JSON.stringify(header));
@@ -145,7 +144,7 @@ export function peekHeader(message: Uint8Array): Header {
   } catch {
     throw new PoskoError('SYNC_MALFORMED', 'sync message header is not valid JSON');
   }
-  const ok = h && typeof h === 'object' && typeof h.kind === 'string' && typeof h.from === 'string' && typeof h.key === 'string'
+  const ok = h && typeof h === 'object' && typeof h.kind === 'string' && typeof h.from === 'string' && (h.key === undefined || typeof h.key === 'string')
     && Array.isArray(h.to) && h.to.every((t) => typeof t === 'string') && Number.isSafeInteger(h.seq)
     && typeof h.salt === 'string' && typeof h.iv === 'string' && h.keys !== null && typeof h.keys === 'object';
   if (!ok) throw new PoskoError('SYNC_MALFORMED', 'sync message header has the wrong shape');
