@@ -43,10 +43,54 @@ function refusal(doc: string, code: ErrorCode, message: string): PoskoError {
   return new PoskoError(code, message, { doc });
 }
 
+/**
+ * The last few documents sync loaded, each valid only while the stored heads are its heads (a
+ * fold or another process may have written since). A multi-round exchange then loads a big
+ * ledger once, not once per message.
+ */
+class DocCache {
+  private readonly docs = new Map<string, { heads: string; doc: A.Doc<unknown> }>();
+
+  constructor(private readonly size = 3) {}
+
+  private static key(heads: readonly string[]): string {
+    return [...heads].sort().join(',');
+  }
+
+  /** The cached document if it is what is stored (it stays cached: read it, do not consume it). */
+  peek(id: string, storedHeads: readonly string[]): A.Doc<unknown> | undefined {
+    const e = this.docs.get(id);
+    return e && e.heads === DocCache.key(storedHeads) ? e.doc : undefined;
+  }
+
+  /** Removes and returns the cached document if it is what is stored (for a caller to consume). */
+  take(id: string, storedHeads: readonly string[]): A.Doc<unknown> | undefined {
+    const e = this.docs.get(id);
+    if (!e) return undefined;
+    this.docs.delete(id);
+    if (e.heads === DocCache.key(storedHeads)) return e.doc;
+    freeQuietly(e.doc);
+    return undefined;
+  }
+
+  put(id: string, doc: A.Doc<unknown>): void {
+    const old = this.docs.get(id);
+    if (old && old.doc !== doc) freeQuietly(old.doc);
+    this.docs.delete(id);
+    this.docs.set(id, { heads: DocCache.key(A.getHeads(doc)), doc });
+    while (this.docs.size > this.size) {
+      const [first] = this.docs.keys();
+      freeQuietly(this.docs.get(first!)!.doc);
+      this.docs.delete(first!);
+    }
+  }
+}
+
 /** The SQLite-backed replica of one gateway. */
 export class SyncStore implements Replica {
   private readonly now: () => number;
   private readonly writerActor: string;
+  private readonly cache = new DocCache();
 
   constructor(readonly store: Store, readonly me: Identity, private readonly hooks: SyncStoreHooks = {}) {
     this.now = hooks.now ?? Date.now;
@@ -290,9 +334,13 @@ export class SyncStore implements Replica {
       const whole = this.store.docs.wholeSnapshot(docId);
       if (whole) return { bytes: whole, full: true, heads: info.heads, sigs: this.statementsFor(docId, info.heads), partial: false };
     }
-    const doc = this.store.docs.load<unknown>(docId);
-    if (!doc) return undefined;
-    try {
+    let doc = this.cache.peek(docId, info.heads);
+    if (!doc) {
+      doc = this.store.docs.load<unknown>(docId);
+      if (!doc) return undefined;
+      this.cache.put(docId, doc);
+    }
+    {
       const have = since.filter((h) => A.hasHeads(doc, [h]));
       const heads = A.getHeads(doc);
       if (have.length === 0 && !mine) return { bytes: A.save(doc), full: true, heads, sigs: this.statementsFor(docId, heads), partial: false };
@@ -311,8 +359,6 @@ export class SyncStore implements Replica {
       const deps = new Set(taken.flatMap((m) => m.deps));
       const prefixHeads = taken.map((m) => m.hash).filter((h) => !deps.has(h));
       return { bytes: Buffer.concat(changes.slice(0, n)), full: false, heads: prefixHeads, sigs: this.statementsFor(docId, prefixHeads), partial: true };
-    } finally {
-      freeQuietly(doc);
     }
   }
 
@@ -437,20 +483,22 @@ export class SyncStore implements Replica {
     if (c.bytes.length !== c.meta.len || createHash('sha256').update(c.bytes).digest('hex') !== c.meta.sha) {
       throw refusal(id, 'CHUNK_CORRUPT', 'the chunk does not match its SHA-256');
     }
-    const before = this.store.docs.load<unknown>(id);
+    const stored = this.store.docs.info(id);
+    let before = stored ? this.cache.take(id, stored.heads) ?? this.store.docs.load<unknown>(id) : undefined;
+    const hadBefore = before !== undefined;
+    const beforeHeads = before ? A.getHeads(before) : [];
     let after: A.Doc<unknown> | undefined;
-    let scratch: A.Doc<unknown> | undefined;
+    let keep = false;
     try {
-      const beforeHeads = before ? A.getHeads(before) : [];
       try {
         // A whole document is loaded on its own first: that is where Automerge reports damage
         // (merged into a document with history, a damaged chunk is often ignored in silence).
         if (!before) after = A.load(c.bytes);
         else {
           if (c.meta.full) freeQuietly(A.load(c.bytes));
-          scratch = A.clone(before);
-          after = A.loadIncremental(scratch, c.bytes);
-          scratch = undefined;
+          const base = before;
+          before = undefined; // loadIncremental takes it over
+          after = A.loadIncremental(base, c.bytes);
         }
       } catch (e) {
         throw refusal(id, 'CHUNK_CORRUPT', `Automerge could not read the chunk: ${(e as Error).message}`.slice(0, 300));
@@ -460,13 +508,18 @@ export class SyncStore implements Replica {
         throw refusal(id, 'CHUNK_INCOMPLETE', 'the chunk does not reach the heads it claims (damaged, or a change it depends on is missing)');
       }
       const added = A.getChangesMetaSince(after, beforeHeads);
-      if (added.length === 0) return { changed: false, events: [] };
+      if (added.length === 0) {
+        if (stored) {
+          this.cache.put(id, after);
+          keep = true;
+        }
+        return { changed: false, events: [] };
+      }
       const statements = this.checkAuthors(id, after, added, c.meta.sigs);
-      const events = this.checkContent(id, before, after);
+      const events = this.checkContent(id, beforeHeads, after);
       const heads = A.getHeads(after);
-      const info = this.store.docs.info(id);
-      const chunk = before ? A.saveSince(after, beforeHeads) : new Uint8Array(0);
-      const compact = !info || info.chunkBytes + chunk.byteLength > info.snapshotBytes;
+      const chunk = hadBefore ? A.saveSince(after, beforeHeads) : new Uint8Array(0);
+      const compact = !stored || stored.chunkBytes + chunk.byteLength > stored.snapshotBytes;
       const size = ledgerPost(id) ? ledgerSize(after as A.Doc<LedgerDoc>) : 0;
       this.store.docs.put(id, { chunk, snapshot: compact ? A.save(after) : undefined, heads, events: size });
       this.keepStatements(id, after, statements);
@@ -485,22 +538,25 @@ export class SyncStore implements Replica {
       }
       this.store.views.applyEvents(fresh);
       if (id === DIRECTORY_DOC) this.learnDirectory(after as A.Doc<DirectoryDoc>);
+      // Kept for the next message about this document (valid while it is what is stored; if the
+      // surrounding transaction rolls back, the stored heads differ and it is not used).
+      this.cache.put(id, after);
+      keep = true;
       return { changed: true, events: fresh };
     } finally {
-      freeQuietly(scratch);
       freeQuietly(before);
-      freeQuietly(after);
+      if (!keep) freeQuietly(after);
     }
   }
 
   /** Checks what a merge adds to a document; returns the ledger events it adds. */
-  private checkContent(id: string, before: A.Doc<unknown> | undefined, after: A.Doc<unknown>): PoskoEvent[] {
+  private checkContent(id: string, beforeHeads: readonly string[], after: A.Doc<unknown>): PoskoEvent[] {
     const post = ledgerPost(id);
     if (post) {
       const doc = after as { post?: unknown; day?: unknown };
       if (String(doc.post) !== post || String(doc.day) !== id.split('/')[2]) throw refusal(id, 'BAD_DOCUMENT', `${id} does not describe post ${post}'s ledger of that day`);
       const events: PoskoEvent[] = [];
-      for (const raw of addedEntries(before as A.Doc<LedgerDoc> | undefined, after as A.Doc<LedgerDoc>)) {
+      for (const raw of addedEntries(after as A.Doc<LedgerDoc>, beforeHeads)) {
         const e = entryToEvent(raw, post);
         if (typeof e === 'string') throw refusal(id, 'BAD_DOCUMENT', `${id}: ${e}`);
         events.push(e);

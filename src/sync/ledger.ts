@@ -143,17 +143,25 @@ export function entryToEvent(raw: unknown, post: string): PoskoEvent | string {
 }
 
 /**
- * The entries `after` holds that `before` does not (by hour bucket and event id): what a merge
- * added. Untyped: check each with `entryToEvent`.
+ * The entries a merge added to a ledger: those `after` holds beyond `beforeHeads` (all of them
+ * when there is nothing before). Found with Automerge's diff, so the cost follows the merge, not
+ * the size of the document. Untyped: check each with `entryToEvent`.
  */
-export function addedEntries(before: A.Doc<LedgerDoc> | undefined, after: A.Doc<LedgerDoc>): unknown[] {
+export function addedEntries(after: A.Doc<LedgerDoc>, beforeHeads: readonly string[]): unknown[] {
   const out: unknown[] = [];
   const hours = (after as { hours?: unknown }).hours;
   if (hours === null || typeof hours !== 'object') return out;
-  for (const [h, bucket] of Object.entries(hours as Record<string, unknown>)) {
-    if (bucket === null || typeof bucket !== 'object') continue;
-    const old = before?.hours?.[h];
-    for (const [id, entry] of Object.entries(bucket as Record<string, unknown>)) if (old?.[id] === undefined) out.push(entry);
+  const bucket = (h: string) => (hours as Record<string, unknown>)[h];
+  if (beforeHeads.length === 0) {
+    for (const b of Object.values(hours as Record<string, unknown>)) {
+      if (b !== null && typeof b === 'object') out.push(...Object.values(b as Record<string, unknown>));
+    }
+    return out;
+  }
+  for (const p of A.diff(after, [...beforeHeads], A.getHeads(after))) {
+    if (p.action !== 'put' || p.path.length !== 3 || p.path[0] !== 'hours') continue;
+    const b = bucket(String(p.path[1]));
+    if (b !== null && typeof b === 'object') out.push((b as Record<string, unknown>)[String(p.path[2])]);
   }
   return out;
 }
