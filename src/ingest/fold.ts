@@ -16,7 +16,7 @@ import { decodeHlc, hlcDay } from '../domain/hlc.ts';
 import type { PostId } from '../domain/ids.ts';
 import { storageError } from '../store/db.ts';
 import { fromRow, type EventRow } from '../store/event-rows.ts';
-import { META_FOLD_SEQ } from '../store/meta.ts';
+import { META_FOLD_SEQ, META_SEGMENT_BASE } from '../store/meta.ts';
 import type { Store } from '../store/store.ts';
 import { appendToLedger, createLedger, hourOf, ledgerSize, type LedgerDoc } from '../sync/ledger.ts';
 
@@ -153,7 +153,8 @@ export class LedgerFolder {
 
   /** The segment of `day` that takes new events: the last one, or a new one when it is full. */
   private openSegment(day: string): { id: string; base: A.Doc<LedgerDoc>; baseHeads: string[]; size: number } {
-    const segments = this.store.docs.list(`ledger/${this.post}/${day}/`);
+    const floor = Number(this.store.meta.get(META_SEGMENT_BASE) ?? 0);
+    const segments = this.store.docs.list(`ledger/${this.post}/${day}/`).filter((d) => Number(d.id.slice(d.id.lastIndexOf('/') + 1)) >= floor);
     const last = segments[segments.length - 1];
     const n = last ? Number(last.id.slice(last.id.lastIndexOf('/') + 1)) : 0;
     // Within one prepare the open document may be ahead of what is stored.
@@ -165,7 +166,7 @@ export class LedgerFolder {
       const next = Number(pending.id.slice(pending.id.lastIndexOf('/') + 1)) + 1;
       return this.fresh(day, next);
     }
-    if (!last || last.events >= this.segmentEvents) return this.fresh(day, last ? n + 1 : 0);
+    if (!last || last.events >= this.segmentEvents) return this.fresh(day, last ? n + 1 : floor);
     const id = last.id;
     // The cached document is used only if it is what is stored: another folder (the CLI's
     // rebuild) may have folded since, and a stale copy would reuse its change numbers.

@@ -5,11 +5,12 @@
  * refuses while a gateway runs on that directory.
  */
 import Database from 'better-sqlite3';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { PoskoError } from '../domain/errors.ts';
 import { dbPath } from './db.ts';
+import { META_SEGMENT_BASE } from './meta.ts';
 import type { Store } from './store.ts';
 
 const NAME_RE = /^posko-[A-Z0-9-]+-\d{8}T\d{6}Z\.db$/;
@@ -98,7 +99,10 @@ export function restoreFrom(path: string, dataDir: string): { file: string; even
   const restored = new Database(`${target}.partial`);
   const old = restored.prepare("SELECT value FROM meta WHERE key = 'actor'").get() as { value: string } | undefined;
   const prefix = old && old.value.length === 48 ? old.value.slice(0, 32) : randomBytes(16).toString('hex');
-  restored.prepare("INSERT INTO meta (key, value) VALUES ('actor', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(prefix + randomBytes(8).toString('hex'));
+  const setMeta = restored.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value');
+  setMeta.run('actor', prefix + randomBytes(8).toString('hex'));
+  // New ledger segments from a fresh random number on: never a segment written before (meta.ts).
+  setMeta.run(META_SEGMENT_BASE, String(1000 + randomInt(8000)));
   restored.close();
   renameSync(`${target}.partial`, target);
   return { file: basename(file), events };

@@ -7,6 +7,14 @@ import type Database from 'better-sqlite3';
 /** The journal sequence number folded into ledger documents so far. */
 export const META_FOLD_SEQ = 'fold.seq';
 
+/**
+ * The first ledger segment number this gateway may write (0; after a restore from backup, a
+ * random number from 1000): a restored post never writes again into a segment it may have written
+ * before the backup was lost (HQ may hold a later version of it, and two versions of one segment
+ * written apart would hide each other's hour buckets when merged).
+ */
+export const META_SEGMENT_BASE = 'ledger.segment-base';
+
 /** Typed access to the `meta` table. */
 export class Meta {
   private readonly getStmt: Database.Statement;

@@ -184,14 +184,15 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE events ADD COLUMN merged INTEGER NOT NULL DEFAULT 0;
       -- Merged events arrive in any order: a void may come before the event it cancels.
       CREATE INDEX events_voids ON events (voids) WHERE voids IS NOT NULL;
-      -- Each writer's latest signature over a document's heads (it authenticates every change
-      -- those heads descend from), kept so this gateway can pass documents on to others.
+      -- Writers' signatures over a document's heads (each authenticates every change those heads
+      -- descend from), kept so this gateway can pass documents on to others: per writer, every
+      -- statement no other statement of that writer covers (a restored post's ledger forks).
       CREATE TABLE doc_sigs (
         doc_id TEXT NOT NULL,
         signer TEXT NOT NULL,
         heads TEXT NOT NULL,
         sig TEXT NOT NULL,
-        PRIMARY KEY (doc_id, signer)
+        PRIMARY KEY (doc_id, signer, heads)
       ) WITHOUT ROWID;
       -- Chunks refused during sync, and why: visible to operators, never silently dropped.
       CREATE TABLE sync_refusals (

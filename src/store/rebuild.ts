@@ -27,7 +27,12 @@ export function rebuildViews(store: Store, onProgress?: (done: number, total: nu
     }
     events.sort(compareEvents);
     const parcels = new Set<ParcelId>();
+    // One scan counts once: of events sharing an idempotency key (a retry after a restore from
+    // backup), the first in causal order, as a merge decides.
+    const keys = new Set<string>();
     for (const e of events) {
+      if (keys.has(e.key)) continue;
+      keys.add(e.key);
       store.views.insertEvent(e);
       parcels.add(e.parcel);
     }
@@ -36,6 +41,6 @@ export function rebuildViews(store: Store, onProgress?: (done: number, total: nu
     store.views.refreshParcels(parcels);
     const maxSeq = (store.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM events').get() as { s: number }).s;
     store.meta.set(META_FOLD_SEQ, String(maxSeq));
-    return { docs: docs.length, events: events.length, parcels: parcels.size };
+    return { docs: docs.length, events: keys.size, parcels: parcels.size };
   }).immediate();
 }

@@ -9,6 +9,8 @@ import * as A from '@automerge/automerge';
 import { createHash, randomBytes } from 'node:crypto';
 import { PoskoError, isPoskoError, type ErrorCode } from '../domain/errors.ts';
 import type { PoskoEvent } from '../domain/events.ts';
+import type { ParcelId } from '../domain/ids.ts';
+import { compareEvents } from '../domain/parcel-state.ts';
 import { DIRECTORY_DOC, directoryEntries, enrollInDirectory, type DirectoryDoc, type DirectoryEntry } from '../sync/directory.ts';
 import { ledgerPost, sameHeads, writersOf, type DocHeads } from '../sync/documents.ts';
 import { actorPrefix, headsStatementBytes, signBytes, verifyBytes, type Identity, type PublicIdentity, type Role } from '../sync/identity.ts';
@@ -38,6 +40,9 @@ function freeQuietly(doc: A.Doc<unknown> | undefined): void {
   if (!doc) return;
   try { A.free(doc); } catch { /* already freed */ }
 }
+
+/** What applying a chunk built on changes this replica lacks gives: nothing, not a refusal. */
+const STALE = { changed: false, events: [] as PoskoEvent[], stale: true } as const;
 
 function refusal(doc: string, code: ErrorCode, message: string): PoskoError {
   return new PoskoError(code, message, { doc });
@@ -429,21 +434,28 @@ export class SyncStore implements Replica {
     return valid.map((v) => v.s);
   }
 
-  /** Keeps each writer's newest statement: one that covers the statement kept so far. */
+  /**
+   * Keeps the statements that cover this document: per writer, every statement that no other
+   * statement of that writer covers (one, unless its history forked, as after a restore).
+   */
   private keepStatements(id: string, after: A.Doc<unknown>, statements: readonly Statement[]): void {
-    const get = this.store.db.prepare('SELECT heads FROM doc_sigs WHERE doc_id = ? AND signer = ?');
-    const put = this.store.db.prepare(
-      'INSERT INTO doc_sigs (doc_id, signer, heads, sig) VALUES (?, ?, ?, ?) ON CONFLICT (doc_id, signer) DO UPDATE SET heads = excluded.heads, sig = excluded.sig',
-    );
+    const kept = this.store.db.prepare('SELECT signer, heads FROM doc_sigs WHERE doc_id = ?').all(id) as { signer: string; heads: string }[];
+    const del = this.store.db.prepare('DELETE FROM doc_sigs WHERE doc_id = ? AND signer = ? AND heads = ?');
+    const put = this.store.db.prepare('INSERT OR IGNORE INTO doc_sigs (doc_id, signer, heads, sig) VALUES (?, ?, ?, ?)');
+    // `a` covers `b` when every head of b is a, or an ancestor of a.
+    const covers = (a: readonly string[], b: readonly string[]) => {
+      if (!A.hasHeads(after, [...a]) || !A.hasHeads(after, [...b])) return false;
+      const beyond = new Set(A.getChangesMetaSince(after, [...a]).map((c) => c.hash));
+      return b.every((h) => !beyond.has(h));
+    };
     for (const s of statements) {
       if (s.signer === this.me.id) continue;
-      const old = get.get(id, s.signer) as { heads: string } | undefined;
-      if (old) {
-        const newer = new Set(A.getChangesMetaSince(after, s.heads).map((c) => c.hash));
-        const oldHeads = JSON.parse(old.heads) as string[];
-        if (oldHeads.some((h) => newer.has(h) || !A.hasHeads(after, [h]))) continue;
-      }
-      put.run(id, s.signer, JSON.stringify([...s.heads].sort()), s.sig);
+      const mine = kept.filter((k) => k.signer === s.signer).map((k) => ({ key: k.heads, heads: JSON.parse(k.heads) as string[] }));
+      if (mine.some((k) => covers(k.heads, s.heads))) continue;
+      for (const k of mine) if (covers(s.heads, k.heads)) del.run(id, s.signer, k.key);
+      const key = JSON.stringify([...s.heads].sort());
+      put.run(id, s.signer, key, s.sig);
+      kept.push({ signer: s.signer, heads: key });
     }
   }
 
@@ -478,7 +490,7 @@ export class SyncStore implements Replica {
   }
 
   /** Applies one chunk inside a savepoint; throws a 422 PoskoError to refuse it. */
-  private applyOne(c: Chunk): { changed: boolean; events: PoskoEvent[] } {
+  private applyOne(c: Chunk): { changed: boolean; events: PoskoEvent[]; stale?: boolean } {
     const id = c.meta.doc;
     if (c.bytes.length !== c.meta.len || createHash('sha256').update(c.bytes).digest('hex') !== c.meta.sha) {
       throw refusal(id, 'CHUNK_CORRUPT', 'the chunk does not match its SHA-256');
@@ -501,8 +513,13 @@ export class SyncStore implements Replica {
           after = A.loadIncremental(base, c.bytes);
         }
       } catch (e) {
+        // Changes that build on changes this replica does not have (it was restored from a
+        // backup, or the sender's idea of what it has is stale): not damage. Nothing is stored;
+        // the ack of what is stored tells the sender where to start again.
+        if (!c.meta.full && /deps should already be in the document/.test((e as Error).message)) return STALE;
         throw refusal(id, 'CHUNK_CORRUPT', `Automerge could not read the chunk: ${(e as Error).message}`.slice(0, 300));
       }
+      if (!c.meta.full && A.getMissingDeps(after, []).length > 0) return STALE;
       // loadIncremental applies what it can and keeps quiet about the rest: check we got it all.
       if (!A.hasHeads(after, c.meta.heads) || A.getMissingDeps(after, []).length > 0) {
         throw refusal(id, 'CHUNK_INCOMPLETE', 'the chunk does not reach the heads it claims (damaged, or a change it depends on is missing)');
@@ -524,6 +541,7 @@ export class SyncStore implements Replica {
       this.store.docs.put(id, { chunk, snapshot: compact ? A.save(after) : undefined, heads, events: size });
       this.keepStatements(id, after, statements);
       const fresh: PoskoEvent[] = [];
+      const displaced: ParcelId[] = [];
       for (const e of events) {
         const existing = this.store.views.eventById(e.id);
         if (existing) {
@@ -532,11 +550,21 @@ export class SyncStore implements Replica {
           this.store.views.markMerged(e.id);
           continue;
         }
-        if (this.store.views.eventByKey(e.key)) throw refusal(id, 'BAD_DOCUMENT', `event ${e.id} reuses the idempotency key of another event`);
+        // The same idempotency key under two event ids: a scanner retried after its post was
+        // restored from a backup. One scan counts once: the first (causal order) stays in the
+        // views, the other stays in its document only. A rebuild makes the same choice.
+        const sameKey = this.store.views.eventByKey(e.key);
+        if (sameKey) {
+          if (sameKey.post !== e.post) throw refusal(id, 'BAD_DOCUMENT', `event ${e.id} reuses another post's idempotency key`);
+          if (compareEvents(e, sameKey) > 0) continue;
+          this.store.views.removeEvent(sameKey.id);
+          displaced.push(sameKey.parcel);
+        }
         this.store.views.insertEvent(e, true);
         fresh.push(e);
       }
       this.store.views.applyEvents(fresh);
+      if (displaced.length > 0) this.store.views.refreshParcels(displaced);
       if (id === DIRECTORY_DOC) this.learnDirectory(after as A.Doc<DirectoryDoc>);
       // Kept for the next message about this document (valid while it is what is stored; if the
       // surrounding transaction rolls back, the stored heads differ and it is not used).

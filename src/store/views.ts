@@ -126,6 +126,11 @@ export class Views {
     return this.voidedStmt.get(id) !== undefined;
   }
 
+  /** Takes an event out of the views (call `refreshParcels` for its parcel after). */
+  removeEvent(id: string): void {
+    this.db.prepare('DELETE FROM events WHERE id = ?').run(id);
+  }
+
   /** Records that a stored event is now inside a ledger document (it is not folded again). */
   markMerged(id: string): void {
     this.markMergedByIdStmt.run(id);

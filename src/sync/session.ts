@@ -264,6 +264,7 @@ export async function syncWith(
   };
   let sendSummary = false;
   let wantSummary = false;
+  let resends = 0;
   for (let round = 0; round < limits.maxRounds; round++) {
     const state = replica.state();
     const picked = pickChunks(replica, state, replica.known(peer.id), limits.maxMessageBytes, replica.budgetLeft(peer.id));
@@ -304,6 +305,12 @@ export async function syncWith(
       return report;
     }
     if (picked.more || r.more) continue;
+    // A chunk the peer could not use (it lacks what the chunk builds on: it was restored, say)
+    // is acknowledged with what the peer has, not refused: send again from there.
+    const refusedDocs = new Set(r.refused.map((x) => x.doc));
+    const acked = new Map(r.acks);
+    const unmet = picked.chunks.some((c) => !refusedDocs.has(c.meta.doc) && !c.meta.heads.every((h) => acked.get(c.meta.doc)?.includes(h)));
+    if (unmet && resends++ < 3) continue;
     if (digestOf(replica.known(peer.id)) !== r.root && !wantSummary && round < limits.maxRounds - 1) {
       // What we believe the peer has is not what it has: ask for its summary once.
       wantSummary = true;
