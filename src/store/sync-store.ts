@@ -56,7 +56,7 @@ function refusal(doc: string, code: ErrorCode, message: string): PoskoError {
 class DocCache {
   private readonly docs = new Map<string, { heads: string; doc: A.Doc<unknown> }>();
 
-  constructor(private readonly size = 3) {}
+  constructor(private readonly size = 2) {}
 
   private static key(heads: readonly string[]): string {
     return [...heads].sort().join(',');
