@@ -224,7 +224,10 @@ export class Gateway {
 
   /** Before a sync or an export: fold pending events, and list them in the post manifest. */
   prepareSync(): void {
-    this.foldNow();
+    // The manifest follows this post's own writes (a fold), not merges: a ledger that comes back
+    // from a peer (after a restore) must not start a new round of changes everywhere.
+    const folded = this.foldNow();
+    if (folded === 0 && this.store.docs.info(`post/${this.config.postId}`)) return;
     try {
       this.sync.refreshManifest();
     } catch (e) {

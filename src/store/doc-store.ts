@@ -83,12 +83,6 @@ export class DocStore {
     });
   }
 
-  /** The stored snapshot when it is the whole document (no chunks after it), else undefined. */
-  wholeSnapshot(id: string): Buffer | undefined {
-    const r = this.db.prepare('SELECT snapshot, chunks FROM docs WHERE id = ?').get(id) as { snapshot: Buffer | null; chunks: number } | undefined;
-    return r && r.chunks === 0 && r.snapshot ? r.snapshot : undefined;
-  }
-
   /** Every stored document's heads. */
   allHeads(): Map<string, string[]> {
     const out = new Map<string, string[]>();

@@ -11,10 +11,10 @@ import { PoskoError, isPoskoError, type ErrorCode } from '../domain/errors.ts';
 import type { PoskoEvent } from '../domain/events.ts';
 import type { ParcelId } from '../domain/ids.ts';
 import { compareEvents } from '../domain/parcel-state.ts';
-import { DIRECTORY_DOC, directoryEntries, enrollInDirectory, type DirectoryDoc, type DirectoryEntry } from '../sync/directory.ts';
+import { DIRECTORY_DOC, directoryEntries, directoryRoot, enrollInDirectory, type DirectoryDoc, type DirectoryEntry } from '../sync/directory.ts';
 import { ledgerPost, sameHeads, writersOf, type DocHeads } from '../sync/documents.ts';
 import { actorPrefix, headsStatementBytes, signBytes, verifyBytes, type Identity, type PublicIdentity, type Role } from '../sync/identity.ts';
-import { manifestId, updateManifest, type ManifestDoc } from '../sync/manifest.ts';
+import { manifestId, manifestRoot, updateManifest, type ManifestDoc } from '../sync/manifest.ts';
 import { addedEntries, entryToEvent, ledgerSize, type LedgerDoc } from '../sync/ledger.ts';
 import type { Refusal, Statement } from '../sync/messages.ts';
 import type { ApplyResult, Chunk, ChunkOut, Replica } from '../sync/session.ts';
@@ -180,7 +180,7 @@ export class SyncStore implements Replica {
 
   /** Writes one entry of the directory document (HQ only), inside the caller's transaction. */
   private writeDirectory(e: DirectoryEntry): void {
-    this.writeOwn<DirectoryDoc>(DIRECTORY_DOC, (doc) => enrollInDirectory(doc, e));
+    this.writeOwn<DirectoryDoc>(DIRECTORY_DOC, (doc) => enrollInDirectory(doc, e), () => directoryRoot(actorPrefix(this.me.publicKey)));
   }
 
   /**
@@ -188,9 +188,14 @@ export class SyncStore implements Replica {
    * Each process writes with an actor of its own under this gateway's prefix: the CLI and the
    * gateway may both write, and their changes must never share (actor, seq).
    */
-  private writeOwn<T>(id: string, change: (doc: A.Doc<T>) => A.Doc<T>): void {
+  private writeOwn<T>(id: string, change: (doc: A.Doc<T>) => A.Doc<T>, root: () => A.Doc<T>): void {
     const actor = this.writerActor;
-    const before = this.store.docs.load<T>(id, actor) ?? A.init<T>({ actor: actor as A.ActorId });
+    let before = this.store.docs.load<T>(id, actor);
+    if (!before) {
+      const r = root();
+      before = A.clone(r, actor as A.ActorId);
+      freeQuietly(r);
+    }
     const beforeHeads = A.getHeads(before);
     const after = change(before);
     try {
@@ -215,7 +220,8 @@ export class SyncStore implements Replica {
     const map = new Map(ledgers.map((l) => [l.id, { events: l.events, heads: l.heads, sealed: l.id !== last }]));
     try {
       this.store.db.transaction(() => {
-        this.writeOwn<ManifestDoc>(manifestId(this.me.id), (doc) => updateManifest(doc, this.me.id, this.me.role, map));
+        this.writeOwn<ManifestDoc>(manifestId(this.me.id), (doc) => updateManifest(doc, this.me.id, this.me.role, map),
+          () => manifestRoot(actorPrefix(this.me.publicKey), this.me.id, this.me.role));
       }).immediate();
     } catch (e) {
       throw storageError(e);
@@ -334,11 +340,6 @@ export class SyncStore implements Replica {
     const info = this.store.docs.info(docId);
     if (!info || info.heads.length === 0 || sameHeads(info.heads, since)) return undefined;
     const mine = this.writes(docId);
-    if (since.length === 0 && (!mine || info.snapshotBytes <= maxBytes)) {
-      // A fresh peer gets the saved document, not its history change by change.
-      const whole = this.store.docs.wholeSnapshot(docId);
-      if (whole) return { bytes: whole, full: true, heads: info.heads, sigs: this.statementsFor(docId, info.heads), partial: false };
-    }
     let doc = this.cache.peek(docId, info.heads);
     if (!doc) {
       doc = this.store.docs.load<unknown>(docId);
@@ -348,7 +349,12 @@ export class SyncStore implements Replica {
     {
       const have = since.filter((h) => A.hasHeads(doc, [h]));
       const heads = A.getHeads(doc);
-      if (have.length === 0 && !mine) return { bytes: A.save(doc), full: true, heads, sigs: this.statementsFor(docId, heads), partial: false };
+      // A fresh peer gets the saved document, not its history change by change (unless it is
+      // ours and too big for one message). Uncompressed: the message's brotli does far better
+      // than Automerge's own deflate.
+      if (have.length === 0 && (!mine || info.snapshotBytes <= maxBytes)) {
+        return { bytes: A.getBackend(doc).saveNoCompress(), full: true, heads, sigs: this.statementsFor(docId, heads), partial: false };
+      }
       const bytes = A.saveSince(doc, have);
       if (bytes.length === 0) return undefined;
       if (bytes.length <= maxBytes || !mine) return { bytes, full: false, heads, sigs: this.statementsFor(docId, heads), partial: false };
@@ -462,6 +468,7 @@ export class SyncStore implements Replica {
   apply(from: string, chunks: readonly Chunk[]): ApplyResult {
     const result: ApplyResult = { acks: [], refused: [], changed: 0, events: 0 };
     const merged: PoskoEvent[] = [];
+    const displaced: ParcelId[] = [];
     try {
       this.store.db.transaction(() => {
         for (const c of chunks) {
@@ -470,6 +477,7 @@ export class SyncStore implements Replica {
             if (out.changed) result.changed++;
             result.events += out.events.length;
             merged.push(...out.events);
+            displaced.push(...(out.displaced ?? []));
           } catch (e) {
             if (isPoskoError(e) && e.status === 422) {
               const r: Refusal = { doc: c.meta.doc, code: e.code, message: e.message };
@@ -481,6 +489,10 @@ export class SyncStore implements Replica {
           }
           result.acks.push([c.meta.doc, this.store.docs.heads(c.meta.doc)]);
         }
+        // Parcels and stock once for everything merged here: a parcel that several documents
+        // touch (a bulk line handled at many posts) is derived once, not once per document.
+        this.store.views.applyEvents(merged);
+        if (displaced.length > 0) this.store.views.refreshParcels(displaced);
       }).immediate();
     } catch (e) {
       throw isPoskoError(e) ? e : storageError(e);
@@ -490,7 +502,7 @@ export class SyncStore implements Replica {
   }
 
   /** Applies one chunk inside a savepoint; throws a 422 PoskoError to refuse it. */
-  private applyOne(c: Chunk): { changed: boolean; events: PoskoEvent[]; stale?: boolean } {
+  private applyOne(c: Chunk): { changed: boolean; events: PoskoEvent[]; displaced?: ParcelId[]; stale?: boolean } {
     const id = c.meta.doc;
     if (c.bytes.length !== c.meta.len || createHash('sha256').update(c.bytes).digest('hex') !== c.meta.sha) {
       throw refusal(id, 'CHUNK_CORRUPT', 'the chunk does not match its SHA-256');
@@ -563,14 +575,12 @@ export class SyncStore implements Replica {
         this.store.views.insertEvent(e, true);
         fresh.push(e);
       }
-      this.store.views.applyEvents(fresh);
-      if (displaced.length > 0) this.store.views.refreshParcels(displaced);
       if (id === DIRECTORY_DOC) this.learnDirectory(after as A.Doc<DirectoryDoc>);
       // Kept for the next message about this document (valid while it is what is stored; if the
       // surrounding transaction rolls back, the stored heads differ and it is not used).
       this.cache.put(id, after);
       keep = true;
-      return { changed: true, events: fresh };
+      return { changed: true, events: fresh, displaced };
     } finally {
       freeQuietly(before);
       if (!keep) freeQuietly(after);

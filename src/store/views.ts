@@ -54,7 +54,7 @@ export class Views {
   private readonly stockAddStmt: Database.Statement;
   private readonly stockPruneStmt: Database.Statement;
   private readonly maxHlcStmt: Database.Statement;
-  private readonly markMergedStmt: Database.Statement;
+  private readonly insertMergedStmt: Database.Statement;
   private readonly markMergedByIdStmt: Database.Statement;
   private readonly voidedStmt: Database.Statement;
 
@@ -80,7 +80,9 @@ export class Views {
     );
     this.stockPruneStmt = db.prepare('DELETE FROM stock WHERE post = ? AND item = ? AND org = ? AND parcels = 0 AND on_hand = 0 AND incoming = 0');
     this.maxHlcStmt = db.prepare('SELECT max(hlc) AS hlc FROM events');
-    this.markMergedStmt = db.prepare('UPDATE events SET merged = 1 WHERE seq = ?');
+    this.insertMergedStmt = db.prepare(
+      `INSERT INTO events (${EVENT_COLUMNS.join(', ')}, merged) VALUES (${EVENT_COLUMNS.map((c) => '@' + c).join(', ')}, 1)`,
+    );
     this.voidedStmt = db.prepare('SELECT 1 FROM events WHERE voids = ? LIMIT 1');
     this.markMergedByIdStmt = db.prepare('UPDATE events SET merged = 1 WHERE id = ? AND merged = 0');
   }
@@ -117,9 +119,7 @@ export class Views {
    * the event came inside a ledger document (from a peer), so it is never folded.
    */
   insertEvent(e: PoskoEvent, merged = false): number {
-    const seq = Number(this.insertEventStmt.run(toRow(e)).lastInsertRowid);
-    if (merged) this.markMergedStmt.run(seq);
-    return seq;
+    return Number((merged ? this.insertMergedStmt : this.insertEventStmt).run(toRow(e)).lastInsertRowid);
   }
 
   private isVoided(id: string): boolean {

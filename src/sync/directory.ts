@@ -27,6 +27,13 @@ export interface DirectoryEntry extends PublicIdentity {
   revoked: boolean;
 }
 
+/** The directory's first change, the same bytes wherever it is made (see `manifestRoot`). */
+export function directoryRoot(hqPrefix: string): A.Doc<DirectoryDoc> {
+  return A.change(A.init<DirectoryDoc>({ actor: (hqPrefix + '0'.repeat(16)) as A.ActorId }), { message: 'post directory', time: 0 }, (d) => {
+    d.posts = {};
+  });
+}
+
 /** Adds or replaces a gateway in the directory (or marks it revoked), in one change. */
 export function enrollInDirectory(doc: A.Doc<DirectoryDoc>, e: DirectoryEntry): A.Doc<DirectoryDoc> {
   return A.change(doc, { message: `enroll ${e.id}` }, (d) => {

@@ -26,6 +26,20 @@ export interface ManifestDoc {
 }
 
 /**
+ * A manifest's first change, the same bytes wherever and whenever it is made (fixed actor under
+ * the owner's prefix, time 0): a post restored from a backup without its manifest makes the very
+ * same first change again, so its manifest never forks into two roots that would hide each
+ * other's `ledgers` map.
+ */
+export function manifestRoot(ownerPrefix: string, post: string, role: string): A.Doc<ManifestDoc> {
+  return A.change(A.init<ManifestDoc>({ actor: (ownerPrefix + '0'.repeat(16)) as A.ActorId }), { message: `manifest ${post}`, time: 0 }, (d) => {
+    d.post = new A.ImmutableString(post);
+    d.role = new A.ImmutableString(role);
+    d.ledgers = {};
+  });
+}
+
+/**
  * Brings a manifest up to date with the ledgers (one change, only for what differs); returns the
  * same document when nothing changed.
  */

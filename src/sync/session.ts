@@ -305,6 +305,8 @@ export async function syncWith(
       return report;
     }
     if (picked.more || r.more) continue;
+    // We just learned what the peer really has: what we picked before may have missed something.
+    if (r.summary) continue;
     // A chunk the peer could not use (it lacks what the chunk builds on: it was restored, say)
     // is acknowledged with what the peer has, not refused: send again from there.
     const refusedDocs = new Set(r.refused.map((x) => x.doc));
@@ -377,13 +379,21 @@ export function importBundle(replica: Replica, message: Uint8Array, progress?: P
   let changed = 0;
   let events = 0;
   const refused: Refusal[] = [];
-  chunks.forEach((c, i) => {
-    const r = replica.apply(sender.id, [c]);
+  // In groups (one transaction each, views updated once per group), for progress and so that a
+  // huge bundle does not become one huge transaction.
+  for (let i = 0; i < chunks.length;) {
+    const group: Chunk[] = [];
+    let bytes = 0;
+    while (i < chunks.length && (group.length === 0 || (group.length < 32 && bytes + chunks[i]!.bytes.length <= 32 * 1024 * 1024))) {
+      bytes += chunks[i]!.bytes.length;
+      group.push(chunks[i++]!);
+    }
+    const r = replica.apply(sender.id, group);
     changed += r.changed;
     events += r.events;
     refused.push(...r.refused);
-    progress?.({ stage: 'import', done: i + 1, total: chunks.length, bytes: c.bytes.length });
-  });
+    progress?.({ stage: 'import', done: i, total: chunks.length, bytes });
+  }
   // The sender has what it sent, and what it says it has.
   replica.learn(sender.id, [...json.chunks.map((c) => [c.doc, c.heads] as const), ...json.have]);
   return { from: sender.id, chunks: json.chunks.length, docs: json.chunks.map((c) => c.doc), changed, events, refused };
