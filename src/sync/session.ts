@@ -12,6 +12,7 @@
  * small round trip whatever the number of documents. Bundles are the same chunks, one way.
  */
 import { createHash } from 'node:crypto';
+import { brotliCompressSync, constants as zlib } from 'node:zlib';
 import { PoskoError } from '../domain/errors.ts';
 import { POST_ID_RE } from '../domain/ids.ts';
 import { byPriority, digestOf, sameHeads, type DocHeads } from './documents.ts';
@@ -141,13 +142,18 @@ export function pickChunks(
 ): { chunks: Chunk[]; more: boolean; budgetExhausted: boolean } {
   const chunks: Chunk[] = [];
   let total = 0;
+  let spent = 0;
   for (const doc of byPriority(state.keys())) {
     if (sameHeads(state.get(doc), known.get(doc))) continue;
     // What is left of this message; a big document of ours is cut to fit (at least 16 KiB).
     const room = Math.max(limit - total, 16 * 1024);
     const c = replica.chunkSince(doc, known.get(doc) ?? [], room);
     if (!c) continue;
-    if (total + c.bytes.length > budget) return { chunks, more: true, budgetExhausted: true };
+    // The budget counts bytes on the wire (compressed): estimated with a fast brotli pass.
+    if (Number.isFinite(budget)) {
+      spent += brotliCompressSync(c.bytes, { params: { [zlib.BROTLI_PARAM_QUALITY]: 1 } }).length;
+      if (spent > budget) return { chunks, more: true, budgetExhausted: true };
+    }
     if (chunks.length > 0 && total + c.bytes.length > limit) return { chunks, more: true, budgetExhausted: false };
     chunks.push({ meta: { doc, heads: c.heads, sha: sha256(c.bytes), len: c.bytes.length, full: c.full, sigs: c.sigs }, bytes: c.bytes });
     total += c.bytes.length;

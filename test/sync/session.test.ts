@@ -87,4 +87,29 @@ describe('sync session', () => {
     expect(a.gw.store.queries.count('events')).toBe(1500);
     expect(Math.max(...answers)).toBeLessThan(20 * 1024 + 4096);
   });
+
+  it('keeps to a per-peer daily byte budget of wire bytes: what does not fit waits', async () => {
+    const hq = gateway('HQ', 'hq');
+    const a = gateway('POST-A');
+    introduce(hq, a);
+    for (let b = 0; b < 2; b++) {
+      const scans = Array.from({ length: 1000 }, (_, i) => ({ code: `PSK1:POST-A:${b * 1000 + i}`, action: 'receive', item: 'BERAS', qty: 5, unit: 'kg' }));
+      expect((await a.call('POST', '/api/v1/scans', { body: { scans } })).body.created).toBe(1000);
+    }
+    a.gw.foldNow();
+    a.gw.sync.configure('HQ', { budgetBytes: 30 * 1024 });
+    const limits = { maxMessageBytes: 16 * 1024, maxRounds: 50 };
+    const first = await syncWith(a.gw.sync, a.gw.sync.enrolled('HQ')!, direct(hq), limits);
+    expect(first.budgetExhausted).toBe(true);
+    expect(first.complete).toBe(false);
+    const got = hq.gw.store.queries.count('events');
+    expect(got).toBeGreaterThan(0);
+    expect(got).toBeLessThan(2000);
+    expect(a.gw.sync.budgetLeft('HQ')).toBeLessThan(16 * 1024);
+    // The budget is raised (or the next day comes): the rest follows, nothing twice.
+    a.gw.sync.configure('HQ', { budgetBytes: null });
+    const rest = await syncWith(a.gw.sync, a.gw.sync.enrolled('HQ')!, direct(hq), limits);
+    expect(rest.complete).toBe(true);
+    expect(hq.gw.store.queries.count('events')).toBe(2000);
+  });
 });
