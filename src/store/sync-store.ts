@@ -346,31 +346,29 @@ export class SyncStore implements Replica {
       if (!doc) return undefined;
       this.cache.put(docId, doc);
     }
-    {
-      const have = since.filter((h) => A.hasHeads(doc, [h]));
-      const heads = A.getHeads(doc);
-      // A fresh peer gets the saved document, not its history change by change (unless it is
-      // ours and too big for one message). Uncompressed: the message's brotli does far better
-      // than Automerge's own deflate.
-      if (have.length === 0 && (!mine || info.snapshotBytes <= maxBytes)) {
-        return { bytes: A.getBackend(doc).saveNoCompress(), full: true, heads, sigs: this.statementsFor(docId, heads), partial: false };
-      }
-      const bytes = A.saveSince(doc, have);
-      if (bytes.length === 0) return undefined;
-      if (bytes.length <= maxBytes || !mine) return { bytes, full: false, heads, sigs: this.statementsFor(docId, heads), partial: false };
-      // Too big for one message over this link, and ours to sign: send a prefix of the changes
-      // (in causal order), signed at its own heads; the rest follows in the next messages.
-      const changes = A.getChangesSince(doc, have);
-      const metas = A.getChangesMetaSince(doc, have);
-      let n = 0;
-      let size = 0;
-      while (n < changes.length && (n === 0 || size + changes[n]!.length <= maxBytes)) size += changes[n++]!.length;
-      if (n === changes.length) return { bytes, full: false, heads, sigs: this.statementsFor(docId, heads), partial: false };
-      const taken = metas.slice(0, n);
-      const deps = new Set(taken.flatMap((m) => m.deps));
-      const prefixHeads = taken.map((m) => m.hash).filter((h) => !deps.has(h));
-      return { bytes: Buffer.concat(changes.slice(0, n)), full: false, heads: prefixHeads, sigs: this.statementsFor(docId, prefixHeads), partial: true };
+    const have = since.filter((h) => A.hasHeads(doc, [h]));
+    const heads = A.getHeads(doc);
+    // A fresh peer gets the saved document, not its history change by change (unless it is
+    // ours and too big for one message). Uncompressed: the message's brotli does far better
+    // than Automerge's own deflate.
+    if (have.length === 0 && (!mine || info.snapshotBytes <= maxBytes)) {
+      return { bytes: A.getBackend(doc).saveNoCompress(), full: true, heads, sigs: this.statementsFor(docId, heads), partial: false };
     }
+    const bytes = A.saveSince(doc, have);
+    if (bytes.length === 0) return undefined;
+    if (bytes.length <= maxBytes || !mine) return { bytes, full: false, heads, sigs: this.statementsFor(docId, heads), partial: false };
+    // Too big for one message over this link, and ours to sign: send a prefix of the changes
+    // (in causal order), signed at its own heads; the rest follows in the next messages.
+    const changes = A.getChangesSince(doc, have);
+    const metas = A.getChangesMetaSince(doc, have);
+    let n = 0;
+    let size = 0;
+    while (n < changes.length && (n === 0 || size + changes[n]!.length <= maxBytes)) size += changes[n++]!.length;
+    if (n === changes.length) return { bytes, full: false, heads, sigs: this.statementsFor(docId, heads), partial: false };
+    const taken = metas.slice(0, n);
+    const deps = new Set(taken.flatMap((m) => m.deps));
+    const prefixHeads = taken.map((m) => m.hash).filter((h) => !deps.has(h));
+    return { bytes: Buffer.concat(changes.slice(0, n)), full: false, heads: prefixHeads, sigs: this.statementsFor(docId, prefixHeads), partial: true };
   }
 
   /** True when this gateway writes (and so signs) a document. */
