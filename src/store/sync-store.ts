@@ -96,6 +96,8 @@ export class SyncStore implements Replica {
   private readonly now: () => number;
   private readonly writerActor: string;
   private readonly cache = new DocCache();
+  /** Per peer, the last message answered and its answer (in memory: lost on restart, harmlessly). */
+  private readonly answers = new Map<string, { request: string; answer: Uint8Array }>();
 
   constructor(readonly store: Store, readonly me: Identity, private readonly hooks: SyncStoreHooks = {}) {
     this.now = hooks.now ?? Date.now;
@@ -293,6 +295,15 @@ export class SyncStore implements Replica {
       this.store.db.prepare('UPDATE peers SET last_attempt_at = ?, last_error = ?, failures = failures + 1, next_attempt_ms = ? WHERE id = ?')
         .run(at, outcome.error.slice(0, 500), outcome.nextAttemptMs, peer);
     }
+  }
+
+  lastAnswer(peer: string, request: string): Uint8Array | undefined {
+    const a = this.answers.get(peer);
+    return a && a.request === request ? a.answer : undefined;
+  }
+
+  rememberAnswer(peer: string, request: string, answer: Uint8Array): void {
+    this.answers.set(peer, { request, answer });
   }
 
   heard(peer: string): void {

@@ -81,6 +81,10 @@ export interface Replica {
   skipSeq(seq: number): void;
   /** Refuses a live message whose sequence number is not above the last one from that peer. */
   acceptSeq(peer: string, seq: number): void;
+  /** The answer given to a peer's last message, if `request` (its SHA-256) is that message. */
+  lastAnswer(peer: string, request: string): Uint8Array | undefined;
+  /** Remembers the answer to a peer's last message (a network that delivers it twice gets it again). */
+  rememberAnswer(peer: string, request: string, answer: Uint8Array): void;
   /** Bytes this replica may still send to a peer in the current budget period. */
   budgetLeft(peer: string): number;
   /** Records that a peer completed a message with us. */
@@ -191,8 +195,12 @@ function senderOf(replica: Replica, message: Uint8Array): PublicIdentity {
 export function serve(replica: Replica, message: Uint8Array, limits: SyncLimits = DEFAULT_LIMITS): Buffer {
   const peer = senderOf(replica, message);
   const { header, body } = open(replica.me, peer.publicKey, message);
-  replica.acceptSeq(peer.id, header.seq);
   const re = sha256(message);
+  // The same message again (a network or proxy that delivers twice): the same answer, and
+  // nothing changes. Any older message is a replay.
+  const again = replica.lastAnswer(peer.id, re);
+  if (again) return Buffer.from(again);
+  replica.acceptSeq(peer.id, header.seq);
   if (header.kind === 'ack') {
     const ack = decodeMessage(body, AckSchema).json;
     replica.learn(peer.id, ack.heads);
@@ -200,6 +208,7 @@ export function serve(replica: Replica, message: Uint8Array, limits: SyncLimits 
     const out = sealFor(replica, peer, 'acked', encodeMessage({ re }));
     replica.spend(peer.id, out.length, 0);
     replica.heard(peer.id);
+    replica.rememberAnswer(peer.id, re, out);
     return out;
   }
   if (header.kind !== 'hello') throw new PoskoError('SYNC_MALFORMED', `a ${header.kind} message cannot start an exchange`);
@@ -222,6 +231,7 @@ export function serve(replica: Replica, message: Uint8Array, limits: SyncLimits 
   const out = sealFor(replica, peer, 'reply', encodeMessage(reply, picked.chunks.map((c) => c.bytes)));
   replica.spend(peer.id, out.length, message.length);
   replica.heard(peer.id);
+  replica.rememberAnswer(peer.id, re, out);
   return out;
 }
 
