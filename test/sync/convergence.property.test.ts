@@ -6,7 +6,7 @@
  * exchange, all gateways hold the same documents and show the same events, parcels and stock,
  * and those views are what a rebuild from the documents gives.
  *
- * Replay a failure with FC_SEED=<seed> (and FC_PATH=<path> to skip the search); FC_RUNS sets the
+ * The seed is fixed (20261129) unless FC_SEED is set; FC_SEED=random explores. Replay a failure with FC_SEED=<seed> (and FC_PATH=<path> to skip the search); FC_RUNS sets the
  * number of runs (default 20), FC_TIME_MS the time after which no new run starts (default 45 s).
  */
 import fc from 'fast-check';
@@ -467,7 +467,9 @@ async function runScenario(s: Scenario): Promise<void> {
 
 describe('sync convergence (property)', () => {
   it('gateways converge after faults, restarts and partitions, to what a rebuild gives', async () => {
-    const seed = process.env.FC_SEED ? Number(process.env.FC_SEED) : Math.floor(Math.random() * 2 ** 31);
+    // A fixed seed by default, so that CI is repeatable; FC_SEED=random explores (every failure
+    // prints its replay line).
+    const seed = process.env.FC_SEED === 'random' ? Math.floor(Math.random() * 2 ** 31) : Number(process.env.FC_SEED ?? 20261129);
     const path = process.env.FC_PATH;
     const numRuns = process.env.FC_RUNS ? Number(process.env.FC_RUNS) : 20;
     const timeLimit = process.env.FC_TIME_MS ? Number(process.env.FC_TIME_MS) : 45_000;
