@@ -105,8 +105,10 @@ export class MqttSync {
     if (r.events > 0 || r.refused.length > 0) log.info('sync bundle merged', { from: r.from, changed: r.changed, events: r.events, refused: r.refused.length });
     // Answer: the heads of what arrived (so the sender stops resending) and what it lacks.
     const peer = sync.peer(r.from);
-    if (peer && peer.status === 'enrolled' && (r.changed > 0 || sync.pendingFor(r.from) > 0)) {
-      void this.publish(url, peer, r.changed > 0 ? r.docs : []).catch((e: unknown) => log.debug('sync answer not sent', { to: r.from, error: (e as Error).message }));
+    // Every document that came is announced, applied or not (a chunk built on something this
+    // replica lost is not applied: the sender must learn what it has here).
+    if (peer && peer.status === 'enrolled' && (r.chunks > 0 || sync.pendingFor(r.from) > 0)) {
+      void this.publish(url, peer, r.docs).catch((e: unknown) => log.debug('sync answer not sent', { to: r.from, error: (e as Error).message }));
     }
   }
 
