@@ -63,7 +63,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import {
-  Client, COMPANY_PREFIX, dirBytes, drainFold, Errors, fmt, foldTrouble, gs1CheckDigit, ITEMS, otherCpuBusy,
+  Client, COMPANY_PREFIX, dirBytes, drainFold, Errors, fmt, foldTrouble, gs1CheckDigit, ITEMS, otherCpuBusy, prng,
   percentiles, ROOT, sleep, startGateway, stopGateway, waitHealthy, type Gateway, type Percentiles, type Reply,
 } from './harness.ts';
 
@@ -100,18 +100,6 @@ const START_TIMEOUT_MS = 30_000;
 // ---------------------------------------------------------------------------------------------
 // Scan generation: GS1 check digits, SSCCs, EAN-13s, a deterministic parcel lifecycle
 
-
-/** Seeded PRNG (mulberry32): the same scan stream on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Scan {
   code: string;

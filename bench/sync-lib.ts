@@ -10,7 +10,7 @@ import type { ScanInput } from '../src/domain/events.ts';
 import { Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { serve, type Transport } from '../src/sync/session.ts';
-import { childEnv, COMPANY_PREFIX, gs1CheckDigit, ITEMS, ROOT } from './harness.ts';
+import { childEnv, COMPANY_PREFIX, gs1CheckDigit, ITEMS, prng, ROOT } from './harness.ts';
 
 /** The admin token of every bench gateway (they never listen; the API is called in-process). */
 export const ADMIN_TOKEN = 'x'.repeat(20);
@@ -41,18 +41,6 @@ export function direct(to: Gateway): Transport {
 /** The id of generated post `i` (0-based): KKR-P01, KKR-P02, … */
 export function postId(i: number): string {
   return `KKR-P${String(i + 1).padStart(2, '0')}`;
-}
-
-/** Seeded PRNG (mulberry32): the same scans on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const ORGS = ['BPBD', 'Dinsos', 'PMI', 'BNPB', 'TNI', 'Polri', 'Baznas', 'ACT'] as const;
